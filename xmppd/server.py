@@ -1,0 +1,24 @@
+"""Assemble the running server from its layers (used by twistd and by tests)."""
+from twisted.application import service
+
+
+def build(cfg):
+    """Return a MultiService holding every part of the server for ``cfg``.
+
+    Wiring only; each layer lives in its own package:
+    storage -> router -> services (server's own IQs) -> muc component -> c2s.
+    """
+    from xmppd.router import Router
+    from xmppd import storage, services
+    from xmppd.stream import c2s
+    from xmppd.muc import service as muc_service
+
+    root = service.MultiService()
+    store = storage.open_storage(cfg)
+    store.setServiceParent(root)
+    router = Router(cfg)
+    services.install(router, cfg, store)
+    muc_service.make_component(router, cfg, store).setServiceParent(root)
+    c2s.C2SService(cfg, router, store).setServiceParent(root)
+    root.router = router
+    return root
