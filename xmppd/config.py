@@ -1,9 +1,13 @@
 """Typed configuration: defaults, a TOML file, then command-line flags.
 
 Every key of ``conf/xmppd.toml`` maps to one attribute of :class:`Config`.
-Unknown keys and wrong types raise :class:`ConfigError` naming the key.
+Anything wrong (unknown key, wrong type, out-of-range value, unreadable
+file) raises :class:`ConfigError` whose message names the key, so an
+operator gets one line that says what to fix instead of a traceback.
 """
 import dataclasses
+import difflib
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -51,42 +55,151 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_DEFAULTS = Config()
+_TYPES = {name: type(getattr(_DEFAULTS, name)) for name in FIELDS}
+
+# Integer keys that must be >= 1 (the rest of the integer keys must be >= 0).
+_POSITIVE = {"max_stanza_size", "max_preauth_size", "max_resources_per_account"}
 
 
-def load(path=None, overrides=None):
-    """Build a Config from an optional TOML file plus flag overrides."""
+def load(path=None, overrides=None, extra_admins=()):
+    """Build a validated Config from an optional TOML file plus flag overrides.
+
+    ``overrides`` maps Config attribute names to values; ``None`` means "not
+    given" so the file (or the default) wins. ``extra_admins`` (repeatable
+    ``--admin`` flags) are added to the file's ``admins`` rather than
+    replacing them.
+    """
     values = {}
     if path:
-        import tomllib
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}")
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}")
-        values.update(_flatten(data))
+        values.update(_read_file(path))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    for key, value in values.items():
-        if key not in FIELDS:
-            raise ConfigError(f"unknown config key {key!r}")
-        expected = type(getattr(Config(), key))
-        if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-            raise ConfigError(f"config key {key!r} must be of type {expected.__name__},"
-                              f" not {type(value).__name__}")
+    for key, value in list(values.items()):
+        values[key] = _check_type(key, value)
+    if extra_admins:
+        values["admins"] = values.get("admins", []) + list(extra_admins)
     cfg = Config(**values)
-    if cfg.require_encryption not in ("auto", "true", "false"):
-        raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false'")
-    cfg.data_dir = os.path.abspath(cfg.data_dir)
+    _validate(cfg)
+    cfg.data_dir = os.path.abspath(os.path.expanduser(cfg.data_dir))
     return cfg
 
 
-def _flatten(data):
-    """Accept top-level keys and [section] tables alike (section names are ignored)."""
+def _read_file(path):
+    import tomllib
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid UTF-8")
+    return _flatten(data, path)
+
+
+def _flatten(data, path, prefix=""):
+    """Accept top-level keys and [section] tables alike (sections only group keys)."""
     out = {}
     for k, v in data.items():
         if isinstance(v, dict):
-            out.update(_flatten(v))
-        else:
-            out[k.replace("-", "_")] = v
+            out.update(_flatten(v, path, prefix + k + "."))
+            continue
+        key = k.replace("-", "_")
+        if key not in FIELDS:
+            hint = difflib.get_close_matches(key, FIELDS, n=1)
+            raise ConfigError(f"unknown config key {prefix + k!r} in {path}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        out[key] = v
     return out
+
+
+def _check_type(key, value):
+    if key not in FIELDS:
+        raise ConfigError(f"unknown config key {key!r}")
+    expected = _TYPES[key]
+    if key == "require_encryption" and isinstance(value, bool):
+        return "true" if value else "false"     # `require_encryption = true` reads naturally
+    if expected is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {key!r} must be a list of strings")
+        return list(value)
+    if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+        raise ConfigError(f"config key {key!r} must be of type {expected.__name__},"
+                          f" not {type(value).__name__} ({value!r})")
+    return value
+
+
+def _validate(cfg):
+    from xmppd import jid as jidmod
+
+    for key in ("domain", "muc_domain"):
+        host = getattr(cfg, key)
+        j = jidmod.parse_or_none(host)
+        if not host or j is None or j.user is not None or j.resource is not None:
+            raise ConfigError(f"config key {key!r} must be a domain name, not {host!r}")
+        setattr(cfg, key, j.host)               # nameprep'd: compared with stanza JIDs later
+    if cfg.muc_domain == cfg.domain:
+        raise ConfigError("config key 'muc_domain' must differ from 'domain'")
+    if cfg.interface != "localhost":
+        try:
+            ipaddress.ip_address(cfg.interface)
+        except ValueError:
+            raise ConfigError(f"config key 'interface' must be an IP address"
+                              f" (e.g. 127.0.0.1, ::1, 0.0.0.0, ::), not {cfg.interface!r}")
+    if not 0 <= cfg.c2s_port <= 65535:
+        raise ConfigError(f"config key 'c2s_port' must be between 0 and 65535, not {cfg.c2s_port}")
+    if cfg.require_encryption not in ("auto", "true", "false"):
+        raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false',"
+                          f" not {cfg.require_encryption!r}")
+    for name, typ in _TYPES.items():
+        if typ is int and name != "c2s_port":
+            low = 1 if name in _POSITIVE else 0
+            if getattr(cfg, name) < low:
+                raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")
+    admins = []
+    for admin in cfg.admins:
+        j = jidmod.parse_or_none(admin)
+        if j is None or j.user is None or j.resource is not None:
+            raise ConfigError(f"config key 'admins' must list bare JIDs (user@domain), not {admin!r}")
+        admins.append(j.userhost())
+    cfg.admins = admins
+    if not cfg.data_dir:
+        raise ConfigError("config key 'data_dir' must not be empty")
+    if os.path.exists(cfg.data_dir) and not os.path.isdir(cfg.data_dir):
+        raise ConfigError(f"config key 'data_dir': {cfg.data_dir} exists and is not a directory")
+    _validate_tls(cfg)
+
+
+def _validate_tls(cfg):
+    """Both or neither of tls_cert/tls_key; readable PEM; the key belongs to the certificate."""
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        missing = "tls_key" if cfg.tls_cert else "tls_cert"
+        raise ConfigError(f"config key {missing!r} must be set together with"
+                          f" {'tls_cert' if missing == 'tls_key' else 'tls_key'!r}")
+    if not cfg.tls_cert:
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def read(key):
+        path = getattr(cfg, key)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as e:
+            raise ConfigError(f"config key {key!r}: cannot read {path}: {e.strerror or e}")
+
+    try:
+        certs = x509.load_pem_x509_certificates(read("tls_cert"))
+    except ValueError:
+        raise ConfigError(f"config key 'tls_cert': {cfg.tls_cert} is not a PEM certificate")
+    try:
+        key = serialization.load_pem_private_key(read("tls_key"), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"config key 'tls_key': {cfg.tls_key} is not an unencrypted PEM private key")
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if certs[0].public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
+        raise ConfigError(f"config key 'tls_key': {cfg.tls_key} does not match the certificate"
+                          f" in {cfg.tls_cert}")

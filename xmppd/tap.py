@@ -1,29 +1,59 @@
-"""twistd entry point: command-line options and the service tree."""
+"""twistd entry point: command-line options and the service tree.
+
+Errors in the options or the configuration end the process with exactly one
+line on stderr (``xmppd: error: ...``) and a non-zero status: 64 (EX_USAGE)
+for malformed flags, 78 (EX_CONFIG) for an invalid configuration. twistd's
+own handling would print the whole --help text above the message, which
+buries the one line that matters.
+"""
+import os
 import sys
 
-from twisted.application import service
 from twisted.python import usage
 
 from xmppd import config as configmod
 
+EX_USAGE = 64
+EX_CONFIG = 78
+
+
+def fail(message, status=EX_CONFIG):
+    """Print one error line and exit; used before the reactor runs."""
+    sys.stderr.write(f"xmppd: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = ("Run the xmppd XMPP server: c2s on --c2s-port and a Multi-User Chat service on "
-                "conference.<domain>. Flags override the --config file.")
+    longdesc = ("Run the xmppd XMPP server: client connections (c2s) on --c2s-port and a "
+                "Multi-User Chat service on conference.<domain>. Settings come from the defaults, "
+                "then the --config TOML file, then these flags (flags win). With no options it "
+                "serves localhost on 127.0.0.1:5222 with a self-signed certificate generated in "
+                "the data directory. Exit status 64: bad flags; 78: invalid configuration.")
     optParameters = [
-        ["config", "c", None, "Path to a TOML configuration file (see conf/xmppd.toml)."],
+        ["config", "c", None, "Path to a TOML configuration file (every key is documented in "
+                              "conf/xmppd.toml)."],
         ["domain", "d", None, "The XMPP domain served (default: localhost)."],
-        ["c2s-port", "p", None, "TCP port for client connections (default: 5222; 0 = any free port, logged).", int],
-        ["interface", "i", None, "Address to listen on (default: 127.0.0.1)."],
-        ["data-dir", None, None, "Directory for storage and the generated certificate (default: ./xmppd-data)."],
-        ["tls-cert", None, None, "PEM certificate (chain) for STARTTLS."],
-        ["tls-key", None, None, "PEM private key for STARTTLS."],
-        ["require-encryption", None, None, "auto|true|false: refuse authentication before STARTTLS (auto: only off on loopback)."],
+        ["muc-domain", None, None, "The Multi-User Chat service's domain "
+                                   "(default: conference.<domain>)."],
+        ["c2s-port", "p", None, "TCP port for client connections (default: 5222; 0 = any free "
+                                "port, logged as 'c2s listening on <interface>:<port>')."],
+        ["interface", "i", None, "IP address to listen on (default: 127.0.0.1; 0.0.0.0 or :: for "
+                                 "all)."],
+        ["data-dir", None, None, "Directory for storage and the generated certificate "
+                                 "(default: ./xmppd-data)."],
+        ["tls-cert", None, None, "PEM certificate (chain) for STARTTLS (default: a self-signed "
+                                 "certificate generated in the data directory)."],
+        ["tls-key", None, None, "PEM private key for --tls-cert (unencrypted)."],
+        ["require-encryption", None, None, "auto|true|false: refuse authentication before STARTTLS "
+                                           "(default auto: required unless listening on loopback)."],
     ]
     optFlags = [
-        ["insecure-auth", None, "DEVELOPMENT ONLY: any username/password logs in; accounts are created on first login."],
-        ["trace", None, "Log every stanza in and out with its session (credentials are never logged)."],
+        ["insecure-auth", None, "DEVELOPMENT ONLY: any username/password logs in and the account "
+                                "is created on first login (a warning is logged)."],
+        ["trace", None, "Log every stanza in and out with its session, for client developers "
+                        "(SASL credentials are never logged)."],
     ]
 
     def __init__(self):
@@ -31,24 +61,39 @@ class Options(usage.Options):
         self["admins"] = []
 
     def opt_admin(self, jid):
-        """A service administrator (bare JID): owner rights in every room. Repeatable."""
+        """A service administrator (bare JID, e.g. admin@localhost): owner rights in every room.
+        Repeatable; added to the config file's admins."""
         self["admins"].append(jid)
 
+    def parseOptions(self, options=None):
+        """Parse, turning twistd's usage dump into one clear error line."""
+        try:
+            super().parseOptions(options)
+        except configmod.ConfigError as e:
+            fail(str(e), EX_CONFIG)
+        except usage.UsageError as e:
+            fail(f"{e} (see --help)", EX_USAGE)
+
     def postOptions(self):
+        if self["config"] is not None and not os.path.isfile(self["config"]):
+            # A directory "opens" on some systems; say plainly what is wrong.
+            if os.path.isdir(self["config"]):
+                raise configmod.ConfigError(f"config file {self['config']} is a directory")
+        port = self["c2s-port"]
+        if port is not None:
+            try:
+                port = int(port)
+            except ValueError:
+                raise configmod.ConfigError(f"option --c2s-port must be a number, not {port!r}")
         overrides = {
-            "domain": self["domain"], "c2s_port": self["c2s-port"], "interface": self["interface"],
+            "domain": self["domain"], "muc_domain": self["muc-domain"],
+            "c2s_port": port, "interface": self["interface"],
             "data_dir": self["data-dir"], "tls_cert": self["tls-cert"], "tls_key": self["tls-key"],
             "require_encryption": self["require-encryption"],
             "insecure_auth": True if self["insecure-auth"] else None,
             "trace": True if self["trace"] else None,
         }
-        try:
-            cfg = configmod.load(self["config"], overrides)
-        except configmod.ConfigError as e:
-            raise usage.UsageError(str(e))
-        if self["admins"]:
-            cfg.admins = list(cfg.admins) + self["admins"]
-        self.config = cfg
+        self.config = configmod.load(self["config"], overrides, extra_admins=self["admins"])
 
 
 def makeService(options):
@@ -58,5 +103,7 @@ def makeService(options):
     try:
         return build(cfg)
     except configmod.ConfigError as e:
-        sys.stderr.write(f"xmppd: {e}\n")
-        raise SystemExit(1)
+        fail(str(e), EX_CONFIG)
+    except OSError as e:
+        # e.g. a data_dir we may not write to: one line, not a traceback.
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), EX_CONFIG)
