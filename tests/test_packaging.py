@@ -1,0 +1,148 @@
+"""`pip install .` and `pip install -e . --config-settings editable_mode=compat`
+both make `twistd xmppd` work from any directory.
+
+Why this needs a test: the repository has a flat layout and ships
+``twisted/plugins/xmppd_plugin.py`` without ``__init__.py`` files. A plain
+PEP 660 editable install hides the plugin from twistd, and an accidental
+``twisted/__init__.py`` in the wheel would overwrite Twisted itself.
+
+Each case installs a copy of the checkout (so build artifacts never land in
+the working tree) into a fresh, pip-less virtualenv. That venv sees the
+current interpreter's site-packages through a ``.pth`` file, so the
+dependencies resolve without downloading anything and ``--no-deps`` suffices.
+When the current environment has a build backend able to make wheels
+(setuptools >= 70.1 or the ``wheel`` package, as in the test extras), the
+build runs offline with ``--no-build-isolation``; otherwise pip fetches the
+backend from the package index as it would for a user.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+TWISTD = ("import sys; sys.argv[0] = 'twistd'; "
+          "from twisted.scripts.twistd import run; run()")
+
+
+def _repo_files():
+    """Files a fresh clone would have, plus new files not yet committed (not ignored ones)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=REPO_ROOT, capture_output=True, check=True).stdout
+        return [f for f in out.decode().split("\0") if f]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache"}
+        return [str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.rglob("*")
+                if p.is_file() and not skip & set(p.relative_to(REPO_ROOT).parts)]
+
+
+def _copy_repo(dest):
+    for rel in _repo_files():
+        src = REPO_ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def _offline_backend():
+    """True if setuptools here can build wheels without downloading anything."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    version = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
+    if version >= (70, 1):
+        return True          # bdist_wheel is built in
+    try:
+        import wheel  # noqa: F401
+        return version >= (64,)  # editable_mode=compat needs 64+
+    except ImportError:
+        return False
+
+
+def _make_venv(path):
+    """A pip-less venv that also sees this interpreter's site-packages (for deps and pip)."""
+    venv.create(path, with_pip=False, system_site_packages=False, symlinks=True)
+    python = path / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in sys.path if p and os.path.isdir(p)
+            and os.path.basename(p) in ("site-packages", "dist-packages")]
+    ours.append(sysconfig.get_paths()["purelib"])
+    # "zz" sorts after setuptools' __editable__ .pth so the venv's own entries win.
+    Path(purelib, "zz-parent-site-packages.pth").write_text("\n".join(dict.fromkeys(ours)) + "\n")
+    return python, Path(purelib)
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONNOUSERSITE"] = "1"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _run(argv, cwd, check=True):
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=180)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{argv} exited {proc.returncode}\n--- stdout ---\n{proc.stdout}"
+                    f"\n--- stderr ---\n{proc.stderr}", pytrace=False)
+    return proc
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["install", "editable-compat"])
+def test_pip_install_makes_twistd_xmppd_available(tmp_path, editable):
+    src = _copy_repo(tmp_path / "src")
+    python, purelib = _make_venv(tmp_path / "venv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    pip = [python, "-m", "pip", "install", "--no-deps", "--quiet"]
+    if _offline_backend():
+        pip += ["--no-build-isolation", "--no-index"]
+    if editable:
+        pip += ["-e", src, "--config-settings", "editable_mode=compat"]
+    else:
+        pip += [src]
+    _run(pip, cwd=elsewhere)
+
+    # The plugin and the package come from this installation, not from the checkout
+    # and not from anything the parent environment may have installed.
+    where = _run([python, "-c", "import xmppd, twisted.plugins.xmppd_plugin as p; "
+                                "print(xmppd.__file__); print(p.__file__)"], cwd=elsewhere)
+    pkg_file, plugin_file = (Path(line) for line in where.stdout.split())
+    home = src if editable else purelib
+    assert pkg_file == home / "xmppd" / "__init__.py"
+    assert plugin_file == home / "twisted" / "plugins" / "xmppd_plugin.py"
+
+    listing = _run([python, "-c", TWISTD, "--help"], cwd=elsewhere)
+    assert any(line.split()[:1] == ["xmppd"] for line in listing.stdout.splitlines()), listing.stdout
+
+    help_ = _run([python, "-c", TWISTD, "xmppd", "--help"], cwd=elsewhere)
+    for option in ("--config", "--domain", "--c2s-port", "--interface", "--data-dir",
+                   "--insecure-auth", "--trace", "--admin"):
+        assert option in help_.stdout
+
+    # The console scripts are installed next to the interpreter.
+    for script in ("xmppdctl", "xmppd-scansion"):
+        assert (python.parent / script).exists()
+
+    if not editable:
+        # The distribution must not own Twisted's package files: only our modules and the plugin.
+        files = _run([python, "-c", "import importlib.metadata as m; "
+                                    "print('\\n'.join(str(f) for f in m.files('xmppd')))"],
+                     cwd=elsewhere).stdout.split()
+        installed = [f for f in files if not f.startswith(("../", "xmppd-"))
+                     and "__pycache__" not in f]
+        assert installed, files
+        assert all(f.startswith("xmppd/") or f == "twisted/plugins/xmppd_plugin.py"
+                   for f in installed), installed
+        assert "twisted/__init__.py" not in files and "twisted/plugins/__init__.py" not in files
