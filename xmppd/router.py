@@ -23,4 +23,308 @@ CONTRACT (used by c2s, services and the MUC component; keep it stable):
   InternalComponent registers itself here.
 * ``router.sessions``: the registry of bound c2s sessions (see
   :class:`SessionRegistry`).
+
+Server-side IQ handlers (``xmppd.services``) register in
+``router.iq_handlers[namespace] = fn(iq, child, target)``; ``target`` is
+None for the server itself or the bare JID string of the account the IQ was
+addressed to. ``fn`` returns the payload element (or None for an empty
+result) or raises ``StanzaError``. ``router.user_exists(localpart)`` is set
+by the services to the account store's ``exists``.
 """
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+from wokkel import component
+
+from xmppd.jid import InvalidJID, parse
+
+NS_CLIENT = "jabber:client"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+log = Logger(namespace="xmppd.router")
+
+# RFC 6120 §8.3.3 default error types (Twisted's table lacks policy-violation).
+ERROR_TYPES = {
+    "bad-request": "modify", "conflict": "cancel", "feature-not-implemented": "cancel",
+    "forbidden": "auth", "gone": "cancel", "internal-server-error": "cancel",
+    "item-not-found": "cancel", "jid-malformed": "modify", "not-acceptable": "modify",
+    "not-allowed": "cancel", "not-authorized": "auth", "policy-violation": "modify",
+    "recipient-unavailable": "wait", "redirect": "modify", "registration-required": "auth",
+    "remote-server-not-found": "cancel", "remote-server-timeout": "wait",
+    "resource-constraint": "wait", "service-unavailable": "cancel",
+    "subscription-required": "auth", "undefined-condition": "cancel",
+    "unexpected-request": "wait",
+}
+SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
+
+
+def error_reply(stanza, condition, etype=None, text=None, sender=None):
+    """Build the error answer to ``stanza`` (to/from swapped, id and payload kept)."""
+    attrs = stanza.attributes
+    reply = domish.Element((None, stanza.name))
+    frm = attrs.get("from")
+    if frm:
+        reply["to"] = frm
+    if sender or attrs.get("to"):
+        reply["from"] = sender or attrs["to"]
+    if "id" in attrs:
+        reply["id"] = attrs["id"]
+    reply["type"] = "error"
+    if stanza.name == "iq" or stanza.name == "message":
+        for child in stanza.elements():
+            reply.addChild(child)
+    err = reply.addElement("error")
+    err["type"] = etype or ERROR_TYPES.get(condition, "cancel")
+    err.addElement((NS_STANZAS, condition))
+    if text:
+        t = err.addElement((NS_STANZAS, "text"), content=text)
+        t[("http://www.w3.org/XML/1998/namespace", "lang")] = "en"
+    return reply
+
+
+def result_reply(iq, payload=None, sender=True):
+    """An ``iq type='result'`` answering ``iq``; ``sender=False`` omits ``from``."""
+    reply = domish.Element((None, "iq"))
+    attrs = iq.attributes
+    if "from" in attrs:
+        reply["to"] = attrs["from"]
+    if sender and "to" in attrs:
+        reply["from"] = attrs["to"]
+    reply["id"] = attrs.get("id", "")
+    reply["type"] = "result"
+    if payload is not None:
+        reply.addChild(payload)
+    return reply
+
+
+class SessionRegistry:
+    """Bound c2s sessions keyed by string: full JID -> session, bare JID -> {resource: session}.
+
+    A session is any object with ``full``, ``bare``, ``resource``,
+    ``available``, ``priority``, ``full_escaped`` (bytes), ``deliver(element)``
+    and ``write(bytes)``.
+    """
+
+    __slots__ = ("full", "bare")
+
+    def __init__(self):
+        self.full = {}
+        self.bare = {}
+
+    def add(self, session):
+        """Register ``session``; return the session it replaces (same full JID) or None."""
+        old = self.full.get(session.full)
+        self.full[session.full] = session
+        self.bare.setdefault(session.bare, {})[session.resource] = session
+        return old
+
+    def remove(self, session):
+        """Unregister ``session`` if it is still the one registered under its JID."""
+        if self.full.get(session.full) is not session:
+            return False
+        del self.full[session.full]
+        resources = self.bare.get(session.bare)
+        if resources is not None:
+            resources.pop(session.resource, None)
+            if not resources:
+                del self.bare[session.bare]
+        return True
+
+    def get(self, full):
+        return self.full.get(full)
+
+    def resources(self, bare):
+        return self.bare.get(bare) or {}
+
+    def __len__(self):
+        return len(self.full)
+
+
+class Router(component.Router):
+    """wokkel's Router with the routing rules of RFC 6121 §8.5 and no per-stanza logging."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.domain = cfg.domain
+        self.sessions = SessionRegistry()
+        self.iq_handlers = {}
+        self.user_exists = lambda username: False
+        self.trace = cfg.trace
+
+    # -- entry points -------------------------------------------------------
+
+    def route(self, el):
+        to = el.attributes.get("to")
+        if not to:
+            # Only components reach here without 'to' (c2s resolves it first).
+            log.warn("dropping stanza without 'to' from {frm}", frm=el.getAttribute("from"))
+            return
+        try:
+            j = parse(to)
+        except InvalidJID:
+            self.bounce(el, "jid-malformed", sender=self.domain)
+            return
+        host = j.host
+        if host == self.domain:
+            if j.user is None:
+                self._to_server(el, j)
+            else:
+                self._to_local_user(el, j)
+            return
+        dest = self.routes.get(host)
+        if dest is not None:
+            dest.send(el)
+        else:
+            self.bounce(el, "remote-server-not-found")
+
+    def route_many(self, el, recipients):
+        """Serialise ``el`` once and write it to each recipient's session (MUC fan-out)."""
+        el.attributes["to"] = "\x00"
+        data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+        del el.attributes["to"]
+        head, tail = data.split(b"\x00", 1)
+        full = self.sessions.full
+        for r in recipients:
+            s = full.get(r)
+            if s is not None:
+                s.write_patched(head, tail)
+
+    def bounce(self, el, condition, etype=None, text=None, sender=None):
+        """Answer ``el`` with a stanza error, unless it is itself an error or an IQ result."""
+        t = el.attributes.get("type")
+        if t == "error" or (t == "result" and el.name == "iq"):
+            return
+        if not el.attributes.get("from"):
+            return
+        self.route(error_reply(el, condition, etype, text, sender))
+
+    # -- local domain -------------------------------------------------------
+
+    def _to_server(self, el, j):
+        name = el.name
+        if name == "iq":
+            t = el.attributes.get("type")
+            if t == "get" or t == "set":
+                self.handle_iq(el, None)
+            # results/errors addressed to the server: nothing is waiting for them
+        elif name == "message":
+            t = el.attributes.get("type", "normal")
+            if t in ("normal", "chat"):
+                self.bounce(el, "service-unavailable")
+        # presence to the server itself: nothing to do (no rosters, no probes)
+
+    def _to_local_user(self, el, j):
+        name = el.name
+        attrs = el.attributes
+        if j.resource is not None:
+            s = self.sessions.full.get(j.full())
+            if s is not None:
+                s.deliver(el)
+                return
+            t = attrs.get("type")
+            if name == "message":
+                if t is None or t == "normal" or t == "chat":
+                    self._message_to_bare(el, j, t or "normal")
+                elif t == "groupchat":
+                    self.bounce(el, "service-unavailable")
+                elif t not in ("error", "headline"):
+                    self._message_to_bare(el, j, "normal")
+            elif name == "iq":
+                if t == "get" or t == "set":
+                    self.bounce(el, "service-unavailable")
+            elif name == "presence":
+                if t in SUBSCRIPTION_TYPES:
+                    self._presence_to_bare(el, j, t)
+            return
+        if name == "message":
+            t = attrs.get("type", "normal")
+            if t not in ("normal", "chat", "groupchat", "headline", "error"):
+                t = "normal"
+            self._message_to_bare(el, j, t)
+        elif name == "presence":
+            self._presence_to_bare(el, j, attrs.get("type"))
+        elif name == "iq":
+            t = attrs.get("type")
+            if t == "get" or t == "set":
+                bare = j.userhost()
+                if bare in self.sessions.bare or self.user_exists(j.user):
+                    self.handle_iq(el, bare)
+                else:
+                    self.bounce(el, "service-unavailable")
+
+    def _message_to_bare(self, el, j, t):
+        if t == "error":
+            return
+        if t == "groupchat":
+            self.bounce(el, "service-unavailable")
+            return
+        resources = self.sessions.bare.get(j.userhost())
+        if resources:
+            targets = [s for s in resources.values() if s.available and s.priority >= 0]
+            if targets and t == "chat" and len(targets) > 1:
+                top = max(s.priority for s in targets)
+                targets = [s for s in targets if s.priority == top]
+            if targets:
+                if len(targets) == 1:
+                    targets[0].deliver(el)
+                else:
+                    data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+                    for s in targets:
+                        s.write_stanza(data)
+                return
+        if t == "headline":
+            return
+        # No offline storage: the sender learns that nobody received it.
+        self.bounce(el, "service-unavailable")
+
+    def _presence_to_bare(self, el, j, t):
+        if t == "probe" or t == "error":
+            return  # no roster, no subscriptions: nothing to answer a probe with
+        resources = self.sessions.bare.get(j.userhost())
+        if not resources:
+            return  # unavailable or unknown user: presence is dropped silently
+        targets = [s for s in resources.values() if s.available]
+        if len(targets) == 1:
+            targets[0].deliver(el)
+        elif targets:
+            data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+            for s in targets:
+                s.write_stanza(data)
+
+    # -- the server's own IQs -------------------------------------------------
+
+    def handle_iq(self, iq, target, reply_from=True):
+        """Answer a get/set IQ addressed to the server (target None) or an account (bare JID)."""
+        child = None
+        for c in iq.elements():
+            if child is not None:
+                child = False
+                break
+            child = c
+        if not child:
+            self._reply_error(iq, "bad-request", None, None, reply_from)
+            return
+        handler = self.iq_handlers.get(child.uri)
+        if handler is None:
+            self._reply_error(iq, "service-unavailable", None, None, reply_from)
+            return
+        try:
+            payload = handler(iq, child, target)
+        except StanzaError as e:
+            self._reply_error(iq, e.condition, e.type, e.text, reply_from)
+            return
+        except Exception:
+            log.failure("IQ handler {handler} failed on an IQ from {frm} ({ns})",
+                        handler=getattr(handler, "__qualname__", handler),
+                        frm=iq.getAttribute("from"), ns=child.uri)
+            self._reply_error(iq, "internal-server-error", None, None, reply_from)
+            return
+        self.route(result_reply(iq, payload, reply_from))
+
+    def _reply_error(self, iq, condition, etype, text, reply_from):
+        reply = error_reply(iq, condition, etype, text)
+        if not reply_from:
+            reply.attributes.pop("from", None)
+        if reply.attributes.get("to"):
+            self.route(reply)

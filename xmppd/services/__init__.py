@@ -1,0 +1,120 @@
+"""The server's own IQ handlers: disco, ping, version, roster (empty), session.
+
+``install(router, cfg, store)`` registers one function per payload
+namespace in ``router.iq_handlers`` (dict dispatch, no xpath). Each handler
+is ``fn(iq, child, target)``: ``target`` is None when the IQ is addressed
+to the server and the bare JID string when it is addressed to an account
+(the server answers on the account's behalf, RFC 6120 §10.3.3). It returns
+the result payload (or None for an empty result) or raises StanzaError.
+IQs whose namespace has no handler get service-unavailable from the router.
+"""
+import platform
+
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+import xmppd
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_PING = "urn:xmpp:ping"
+NS_VERSION = "jabber:iq:version"
+NS_ROSTER = "jabber:iq:roster"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+
+SERVER_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER)
+ACCOUNT_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING)
+
+
+def _requester_bare(iq):
+    frm = iq.getAttribute("from") or ""
+    return frm.split("/", 1)[0]
+
+
+def _only_get(iq):
+    if iq.getAttribute("type") != "get":
+        raise StanzaError("bad-request", type="modify")
+
+
+class ServerServices:
+    """Answers for the server domain and for bare JIDs of local accounts."""
+
+    def __init__(self, router, cfg, store):
+        self.router = router
+        self.cfg = cfg
+        self.store = store
+        self.os_name = platform.system()
+
+    def install(self):
+        h = self.router.iq_handlers
+        h[NS_DISCO_INFO] = self.disco_info
+        h[NS_DISCO_ITEMS] = self.disco_items
+        h[NS_PING] = self.ping
+        h[NS_VERSION] = self.version
+        h[NS_ROSTER] = self.roster
+        h[NS_SESSION] = self.session
+        self.router.user_exists = self.store.accounts.exists
+
+    def disco_info(self, iq, child, target):
+        _only_get(iq)
+        node = child.getAttribute("node")
+        if node:
+            raise StanzaError("item-not-found", type="cancel")
+        q = domish.Element((NS_DISCO_INFO, "query"))
+        ident = q.addElement("identity")
+        if target is None:
+            ident["category"], ident["type"], ident["name"] = "server", "im", "xmppd"
+            features = SERVER_FEATURES
+        else:
+            ident["category"], ident["type"] = "account", "registered"
+            features = ACCOUNT_FEATURES
+        for f in features:
+            q.addElement("feature")["var"] = f
+        return q
+
+    def disco_items(self, iq, child, target):
+        _only_get(iq)
+        if child.getAttribute("node"):
+            raise StanzaError("item-not-found", type="cancel")
+        q = domish.Element((NS_DISCO_ITEMS, "query"))
+        if target is None and self.cfg.muc_domain:
+            item = q.addElement("item")
+            item["jid"] = self.cfg.muc_domain
+            item["name"] = "Chatrooms"
+        return q
+
+    def ping(self, iq, child, target):
+        _only_get(iq)
+        return None
+
+    def version(self, iq, child, target):
+        _only_get(iq)
+        if target is not None:
+            raise StanzaError("service-unavailable", type="cancel")
+        q = domish.Element((NS_VERSION, "query"))
+        q.addElement("name", content="xmppd")
+        q.addElement("version", content=xmppd.__version__)
+        q.addElement("os", content=self.os_name)
+        return q
+
+    def roster(self, iq, child, target):
+        """No rosters: an empty list for the owner; changes are refused."""
+        own = _requester_bare(iq)
+        if target is not None and target != own:
+            raise StanzaError("forbidden", type="auth")
+        if iq.getAttribute("type") == "set":
+            raise StanzaError("not-allowed", type="cancel",
+                              text="this server keeps no rosters")
+        return domish.Element((NS_ROSTER, "query"))
+
+    def session(self, iq, child, target):
+        """RFC 3921 session establishment: a no-op kept for older clients."""
+        if iq.getAttribute("type") != "set":
+            raise StanzaError("bad-request", type="modify")
+        return None
+
+
+def install(router, cfg, store):
+    services = ServerServices(router, cfg, store)
+    services.install()
+    return services

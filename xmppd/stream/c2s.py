@@ -1,0 +1,680 @@
+"""Client-to-server streams (RFC 6120): negotiation, then the stanza hot path.
+
+One :class:`C2SStream` per TCP connection. It is also the *session* the
+router delivers to once a resource is bound (``full``, ``bare``,
+``available``, ``priority``, ``deliver``...), so delivery is one dict lookup
+and one transport write.
+
+Negotiation (:class:`C2SAuthenticator`): header -> features -> STARTTLS ->
+restart -> SASL PLAIN -> restart -> bind (+ optional session). Elements are
+dispatched by (namespace, name) through dicts, never through xpath
+observers, and the parser is hardened against DTDs, entities, comments,
+processing instructions and oversized stanzas (RFC 6120 §11.1).
+"""
+import itertools
+import re
+import secrets
+
+from twisted.application import service
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.logger import Logger
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.jid import resourceprep
+from twisted.words.xish import domish
+
+from xmppd.jid import parse_or_none
+from xmppd.router import NS_CLIENT, error_reply, result_reply
+from xmppd.storage.accounts import AccountError, dummy_hash, hash_password, verify_password
+from xmppd.stream import sasl as saslmod
+from xmppd.stream import tls as tlsmod
+
+log = Logger(namespace="xmppd.c2s")
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = saslmod.NS_SASL
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+XML_LANG = ("http://www.w3.org/XML/1998/namespace", "lang")
+
+MAX_SASL_FAILURES = 3
+_LANG_RE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
+
+# Pre-serialised protocol snippets (sent verbatim, never built per stream).
+_STARTTLS = "<starttls xmlns='%s'/>" % NS_TLS
+_STARTTLS_REQUIRED = "<starttls xmlns='%s'><required/></starttls>" % NS_TLS
+_MECHANISMS = ("<mechanisms xmlns='%s'>%s</mechanisms>"
+               % (NS_SASL, "".join(f"<mechanism>{m}</mechanism>" for m in saslmod.MECHANISMS)))
+_BIND_FEATURES = (b"<stream:features><bind xmlns='" + NS_BIND.encode() + b"'/>"
+                  b"<session xmlns='" + NS_SESSION.encode() + b"'><optional/></session>"
+                  b"</stream:features>")
+_PROCEED = ("<proceed xmlns='%s'/>" % NS_TLS).encode()
+_TLS_FAILURE = ("<failure xmlns='%s'/>" % NS_TLS).encode()
+_SUCCESS = ("<success xmlns='%s'/>" % NS_SASL).encode()
+_CHALLENGE = ("<challenge xmlns='%s'/>" % NS_SASL).encode()
+_FOOTER = b"</stream:stream>"
+
+
+def _features(starttls, required, mechanisms):
+    parts = []
+    if starttls:
+        parts.append(_STARTTLS_REQUIRED if required else _STARTTLS)
+    if mechanisms:
+        parts.append(_MECHANISMS)
+    return ("<stream:features>%s</stream:features>" % "".join(parts)).encode()
+
+
+def _sasl_failure(condition):
+    return f"<failure xmlns='{NS_SASL}'><{condition}/></failure>".encode()
+
+
+def _reject_restricted(*args):
+    raise domish.ParserError("restricted-xml")
+
+
+def _redact(el):
+    """Trace form of a pre-auth element: SASL payloads carry credentials."""
+    if el.uri == NS_SASL and el.name in ("auth", "response"):
+        mech = el.getAttribute("mechanism")
+        return f"<{el.name} xmlns='{NS_SASL}'{' mechanism=%r' % mech if mech else ''}>[redacted]</{el.name}>"
+    return el.toXml()
+
+
+class C2SAuthenticator(xmlstream.ListenAuthenticator):
+    """Stream negotiation state machine for one client connection."""
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+        self.cfg = service.cfg
+        self.tls = False
+        self.username = None
+        self.sasl_pending = False   # an <auth/> with no initial response awaits <response/>
+        self.verifying = False      # a password check runs in a thread
+        self.failures = 0
+
+    # -- stream header ------------------------------------------------------
+
+    def streamStarted(self, root):
+        xs = self.xmlstream
+        xs.sid = secrets.token_hex(8)
+        lang = root.attributes.get(XML_LANG)
+        if lang and _LANG_RE.match(lang):
+            xs.lang = lang
+        if root.name != "stream":
+            xs.streamError("bad-format")
+            return
+        if root.uri != NS_STREAMS:
+            xs.streamError("invalid-namespace")
+            return
+        if root.defaultUri != NS_CLIENT:
+            xs.streamError("invalid-namespace")
+            return
+        to = root.attributes.get("to")
+        if to is not None:
+            j = parse_or_none(to)
+            if j is None or j.user is not None or j.resource is not None or j.host != self.cfg.domain:
+                xs.streamError("host-unknown")
+                return
+        version = root.attributes.get("version", "")
+        major = version.split(".", 1)[0]
+        if not major.isdigit() or int(major) != 1 or "." not in version \
+                or not version.split(".", 1)[1].isdigit():
+            xs.streamError("unsupported-version")
+            return
+        xs.sendHeader()
+        xs.write(self.features())
+
+    def features(self):
+        if self.username is not None:
+            return _BIND_FEATURES
+        return self.service.features[(self.tls, self.service.encryption_required)]
+
+    # -- elements before the resource is bound --------------------------------
+
+    def handle(self, el):
+        xs = self.xmlstream
+        uri, name = el.uri, el.name
+        if self.verifying:
+            xs.streamError("policy-violation", "pipelined data during authentication")
+            return
+        if self.username is None:
+            if uri == NS_TLS and name == "starttls":
+                self.onStartTLS()
+            elif uri == NS_SASL:
+                if name == "auth":
+                    self.onAuth(el)
+                elif name == "response":
+                    if self.sasl_pending:
+                        self.sasl_pending = False
+                        self.onPlain(str(el))
+                    else:
+                        self.failed("malformed-request")
+                elif name == "abort":
+                    self.sasl_pending = False
+                    self.failed("aborted")
+                else:
+                    self.failed("malformed-request")
+            elif uri == NS_CLIENT:
+                xs.streamError("not-authorized")
+            else:
+                xs.streamError("unsupported-stanza-type")
+            return
+        if uri == NS_CLIENT and name == "iq":
+            bind = None
+            for child in el.elements():
+                bind = child
+                break
+            if (bind is not None and bind.uri == NS_BIND and bind.name == "bind"
+                    and el.attributes.get("type") == "set"):
+                self.onBind(el, bind)
+                return
+            xs.streamError("not-authorized", "bind a resource first")
+            return
+        if uri == NS_CLIENT:
+            xs.streamError("not-authorized", "bind a resource first")
+        else:
+            xs.streamError("unsupported-stanza-type")
+
+    def onStartTLS(self):
+        xs = self.xmlstream
+        if self.tls:
+            xs.write(_TLS_FAILURE)
+            xs.close()
+            return
+        xs.write(_PROCEED)
+        xs.transport.startTLS(self.service.tls_factory)
+        self.tls = True
+        xs.reset()
+
+    def onAuth(self, el):
+        xs = self.xmlstream
+        if not self.tls and self.service.encryption_required:
+            self.failed("encryption-required")
+            return
+        mechanism = el.attributes.get("mechanism")
+        if mechanism not in saslmod.MECHANISMS:
+            self.failed("invalid-mechanism")
+            return
+        text = str(el)
+        if not text.strip():
+            self.sasl_pending = True
+            xs.write(_CHALLENGE)
+            return
+        self.onPlain(text)
+
+    def onPlain(self, text):
+        try:
+            authzid, username, password = saslmod.decode_plain(text)
+        except saslmod.SASLFailure as e:
+            self.failed(e.condition)
+            return
+        bare = f"{username}@{self.cfg.domain}"
+        if authzid:
+            j = parse_or_none(authzid)
+            if j is None or j.userhost() != bare or j.resource is not None:
+                self.failed("invalid-authzid")
+                return
+        accounts = self.service.store.accounts
+        stored = accounts.get_hash(username)
+        self.verifying = True
+        if self.cfg.insecure_auth:
+            if stored is not None:
+                d = defer.succeed(True)
+            else:
+                d = threads.deferToThread(hash_password, password)
+                d.addCallback(self._createAccount, username)
+        else:
+            d = threads.deferToThread(verify_password, stored or dummy_hash(), password)
+            d.addCallback(lambda ok: ok and stored is not None)
+        d.addCallback(self._verified, username)
+        d.addErrback(self._verifyError, username)
+
+    def _createAccount(self, password_hash, username):
+        try:
+            self.service.store.accounts.create(username, None, password_hash=password_hash)
+            log.info("insecure-auth: created account {user}", user=username)
+        except AccountError:
+            pass  # created meanwhile by a concurrent login
+        return True
+
+    def _verified(self, ok, username):
+        self.verifying = False
+        xs = self.xmlstream
+        if xs.closing:
+            return
+        if not ok:
+            self.failed("not-authorized")
+            return
+        self.username = username
+        xs.write(_SUCCESS)
+        xs.reset()
+
+    def _verifyError(self, failure, username):
+        self.verifying = False
+        log.failure("password check for {user} failed", failure, user=username)
+        if not self.xmlstream.closing:
+            self.failed("temporary-auth-failure")
+
+    def failed(self, condition):
+        xs = self.xmlstream
+        xs.write(_sasl_failure(condition))
+        if condition in ("aborted", "encryption-required", "invalid-mechanism"):
+            return
+        self.failures += 1
+        if self.failures >= MAX_SASL_FAILURES:
+            xs.streamError("policy-violation", "too many failed authentication attempts")
+
+    def onBind(self, iq, bind):
+        xs = self.xmlstream
+        svc = self.service
+        if "id" not in iq.attributes:
+            xs.streamError("bad-format", "iq without id")
+            return
+        requested = None
+        for child in bind.elements():
+            if child.name == "resource":
+                requested = str(child).strip()
+        if requested:
+            try:
+                resource = resourceprep.prepare(requested)
+            except UnicodeError:
+                resource = ""
+            if not resource or len(resource.encode("utf-8")) > 1023:
+                xs.write_element(error_reply(iq, "bad-request", text="invalid resource"))
+                return
+        else:
+            resource = "xmppd-" + secrets.token_hex(6)
+        bare = f"{self.username}@{self.cfg.domain}"
+        sessions = svc.router.sessions
+        existing = sessions.resources(bare)
+        if (len(existing) >= self.cfg.max_resources_per_account
+                and resource not in existing):
+            xs.write_element(error_reply(iq, "resource-constraint", text="too many resources"))
+            return
+        xs.bindSession(self.username, bare, resource)
+        reply = result_reply(iq, None, sender=False)
+        reply.attributes.pop("to", None)
+        b = reply.addElement((NS_BIND, "bind"))
+        b.addElement("jid", content=xs.full)
+        xs.write_element(reply)
+
+
+class C2SStream(xmlstream.XmlStream):
+    """One client connection, and its session once a resource is bound."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, service):
+        self.service = service
+        self.router = service.router
+        self.cfg = service.cfg
+        self.trace = service.cfg.trace
+        self.cid = "c%d" % next(self._ids)
+        self.lang = "en"
+        self.closing = False
+        self.bound = False
+        self.peer = "?"
+        # Session state (meaningful once bound).
+        self.username = self.full = self.bare = self.resource = None
+        self.full_escaped = b""
+        self.available = False
+        self.priority = 0
+        self.directed = {}          # key -> 'to' of directed available presence
+        self._timer = None
+        self._idleTimer = None
+        self._last = 0.0
+        self._handlers = {"message": self.onMessage, "presence": self.onPresence,
+                          "iq": self.onIq}
+        super().__init__(C2SAuthenticator(service))
+
+    # -- transport events -----------------------------------------------------
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self._initializeStream()
+        self.service.streams.add(self)
+        self._last = reactor.seconds()
+        if self.cfg.preauth_timeout > 0:
+            self._timer = reactor.callLater(self.cfg.preauth_timeout, self._timeout, "pre-auth")
+        if self.cfg.idle_timeout > 0:
+            self._idleTimer = reactor.callLater(self.cfg.idle_timeout, self._idleCheck)
+        log.info("c2s {cid}: connection opened from {peer}", cid=self.cid, peer=self.peer)
+
+    def _initializeStream(self):
+        """A fresh hardened parser (called on connect and on every stream restart)."""
+        self.stream = stream = domish.elementStream()
+        stream.DocumentStartEvent = self.onDocumentStart
+        stream.ElementEvent = self.onElement
+        stream.DocumentEndEvent = self.onDocumentEnd
+        p = stream.parser
+        p.buffer_text = True          # O(n) character data instead of O(n^2)
+        p.buffer_size = 65536
+        p.StartDoctypeDeclHandler = _reject_restricted
+        p.EntityDeclHandler = _reject_restricted
+        p.CommentHandler = _reject_restricted
+        p.ProcessingInstructionHandler = _reject_restricted
+        stream.maxStanzaSize = self.cfg.max_stanza_size if self.bound else self.cfg.max_preauth_size
+        stream.maxElementCount = 10000
+
+    def dataReceived(self, data):
+        if self.closing:
+            return
+        self._last = reactor.seconds()
+        try:
+            self.stream.parse(data)
+        except domish.ParserError as e:
+            msg = str(e)
+            if "restricted-xml" in msg:
+                self.streamError("restricted-xml")
+            elif "Maximum" in msg:
+                self.streamError("policy-violation", "stanza too large")
+            else:
+                self.streamError("not-well-formed")
+        except Exception:
+            log.failure("c2s {cid}: unexpected error while parsing", cid=self.cid)
+            self.streamError("internal-server-error")
+
+    def connectionLost(self, reason):
+        self.closing = True
+        self.service.streams.discard(self)
+        for t in (self._timer, self._idleTimer):
+            if t is not None and t.active():
+                t.cancel()
+        self._timer = self._idleTimer = None
+        if self.bound:
+            self.bound = False
+            self.router.sessions.remove(self)
+            self._sendDirectedUnavailable()
+        log.info("c2s {cid}: connection closed ({who})", cid=self.cid,
+                 who=self.full or "unauthenticated")
+        self.stream = None
+        self.authenticator = None   # break the reference cycle
+        self._handlers = None
+
+    def _timeout(self, what):
+        self._timer = None
+        if not self.bound and not self.closing:
+            log.info("c2s {cid}: {what} timeout", cid=self.cid, what=what)
+            self.streamError("connection-timeout")
+
+    def _idleCheck(self):
+        self._idleTimer = None
+        if self.closing:
+            return
+        idle = reactor.seconds() - self._last
+        limit = self.cfg.idle_timeout
+        if idle >= limit:
+            log.info("c2s {cid}: idle timeout", cid=self.cid)
+            self.streamError("connection-timeout")
+        else:
+            self._idleTimer = reactor.callLater(limit - idle, self._idleCheck)
+
+    # -- parser events --------------------------------------------------------
+
+    def onDocumentStart(self, root):
+        if self.closing:
+            return
+        self.authenticator.streamStarted(root)
+
+    def onDocumentEnd(self):
+        self.close()
+
+    def onElement(self, el):
+        if self.closing:
+            return
+        if el.uri == NS_STREAMS and el.name == "error":
+            log.info("c2s {cid}: client sent a stream error: {err}", cid=self.cid, err=el.toXml())
+            self.close()
+            return
+        if not self.bound:
+            if self.trace:
+                log.info("c2s {cid} IN {xml}", cid=self.cid, xml=_redact(el))
+            self.authenticator.handle(el)
+            return
+        if self.trace:
+            log.info("c2s {cid} {jid} IN {xml}", cid=self.cid, jid=self.full, xml=el.toXml())
+        if el.uri != NS_CLIENT:
+            self.streamError("unsupported-stanza-type")
+            return
+        handler = self._handlers.get(el.name)
+        if handler is None:
+            self.streamError("unsupported-stanza-type")
+            return
+        try:
+            handler(el)
+        except Exception:
+            log.failure("c2s {cid} {jid}: error handling {xml}", cid=self.cid, jid=self.full,
+                        xml=el.toXml()[:2000])
+            if el.name == "iq" and el.attributes.get("type") in ("get", "set"):
+                reply = error_reply(el, "internal-server-error")
+                reply.attributes["to"] = self.full
+                self.deliver(reply)
+
+    # -- output ---------------------------------------------------------------
+
+    def sendHeader(self):
+        self.write(("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                    "xmlns:stream='http://etherx.jabber.org/streams' id='%s' from='%s' "
+                    "version='1.0' xml:lang='%s'>"
+                    % (self.sid, domish.escapeToXml(self.cfg.domain, 1), self.lang)).encode())
+        self._headerSent = True
+
+    def write(self, data):
+        if self.trace and self.bound is False:
+            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=data.decode("utf-8", "replace"))
+        self.transport.write(data)
+
+    def write_element(self, el):
+        self.write_stanza(el.toXml(defaultUri=NS_CLIENT).encode("utf-8"))
+
+    def streamError(self, condition, text=None):
+        """Send a stream error (after our header if needed), the footer, and close."""
+        if self.closing:
+            return
+        if not self._headerSent:
+            if self.sid is None:
+                self.sid = secrets.token_hex(8)
+            self.sendHeader()
+        body = f"<{condition} xmlns='{NS_STREAM_ERRORS}'/>"
+        if text:
+            body += (f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>"
+                     f"{domish.escapeToXml(text)}</text>")
+        data = f"<stream:error>{body}</stream:error>".encode() + _FOOTER
+        if self.trace:
+            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=data.decode())
+        self.transport.write(data)
+        if condition not in ("system-shutdown", "conflict", "connection-timeout"):
+            log.info("c2s {cid}: stream error {cond}{text} ({who})", cid=self.cid,
+                     cond=condition, text=f": {text}" if text else "",
+                     who=self.full or self.peer)
+        self.closing = True
+        self.transport.loseConnection()
+
+    def close(self):
+        """Close our side of the stream cleanly."""
+        if self.closing:
+            return
+        self.closing = True
+        if not self._headerSent:
+            if self.sid is None:
+                self.sid = secrets.token_hex(8)
+            self.sendHeader()
+        self.transport.write(_FOOTER)
+        self.transport.loseConnection()
+
+    # Session interface used by the router.
+
+    def deliver(self, el):
+        data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+        if self.trace:
+            log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full, xml=data.decode())
+        self.transport.write(data)
+
+    def write_stanza(self, data):
+        if self.trace:
+            log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
+                     xml=data.decode("utf-8", "replace"))
+        self.transport.write(data)
+
+    def write_patched(self, head, tail):
+        self.write_stanza(head + self.full_escaped + tail)
+
+    # -- session --------------------------------------------------------------
+
+    def bindSession(self, username, bare, resource):
+        self.username = username
+        self.bare = bare
+        self.resource = resource
+        self.full = f"{bare}/{resource}"
+        self.full_escaped = domish.escapeToXml(self.full, 1).encode("utf-8")
+        old = self.router.sessions.add(self)
+        self.bound = True
+        self.stream.maxStanzaSize = self.cfg.max_stanza_size
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if old is not None and old is not self:
+            log.info("c2s {cid}: {jid} replaced by a new session {new}", cid=old.cid,
+                     jid=old.full, new=self.cid)
+            old.replaced()
+        log.info("c2s {cid}: authenticated as {jid}", cid=self.cid, jid=self.full)
+
+    def replaced(self):
+        """Another stream bound our full JID: leave with a conflict stream error."""
+        if self.bound:
+            self.bound = False
+            self._sendDirectedUnavailable()
+        self.streamError("conflict", "replaced by a new session")
+
+    def _sendDirectedUnavailable(self):
+        directed, self.directed = self.directed, {}
+        route = self.router.route
+        for to in directed.values():
+            p = domish.Element((None, "presence"))
+            p["from"] = self.full
+            p["to"] = to
+            p["type"] = "unavailable"
+            try:
+                route(p)
+            except Exception:
+                log.failure("c2s {cid}: unavailable presence to {to} failed", cid=self.cid, to=to)
+
+    def _directedKey(self, j):
+        # Components (MUC rooms) are tracked per bare JID so a nick change
+        # leaves one entry; users per full JID.
+        return j.userhost() if j.host in self.router.routes else j.full()
+
+    # -- stanzas from the client ------------------------------------------------
+
+    def onMessage(self, el):
+        attrs = el.attributes
+        attrs["from"] = self.full
+        if not attrs.get("to"):
+            attrs["to"] = self.bare
+        self.router.route(el)
+
+    def onPresence(self, el):
+        attrs = el.attributes
+        attrs["from"] = self.full
+        to = attrs.get("to")
+        t = attrs.get("type")
+        if not to:
+            if t is None:
+                self.available = True
+                prio = el.priority
+                if prio is not None:
+                    try:
+                        p = int(str(prio).strip())
+                    except ValueError:
+                        p = 0
+                    self.priority = max(-128, min(127, p))
+            elif t == "unavailable":
+                self.available = False
+                if self.directed:
+                    directed, self.directed = self.directed, {}
+                    for dest in directed.values():
+                        attrs["to"] = dest
+                        self.router.route(el)
+            return
+        j = parse_or_none(to)
+        if j is None:
+            if t != "error":
+                reply = error_reply(el, "jid-malformed", sender=self.cfg.domain)
+                self.deliver(reply)
+            return
+        if t is None:
+            self.directed[self._directedKey(j)] = to
+        elif t == "unavailable":
+            self.directed.pop(self._directedKey(j), None)
+        self.router.route(el)
+
+    def onIq(self, el):
+        attrs = el.attributes
+        attrs["from"] = self.full
+        t = attrs.get("type")
+        if "id" not in attrs or t not in ("get", "set", "result", "error"):
+            self.streamError("bad-format", "iq needs an id and a valid type")
+            return
+        if not attrs.get("to"):
+            if t == "get" or t == "set":
+                self.router.handle_iq(el, self.bare, reply_from=False)
+            return
+        self.router.route(el)
+
+
+class C2SFactory(protocol.ServerFactory):
+    noisy = False
+    def __init__(self, service):
+        self.service = service
+
+    def buildProtocol(self, addr):
+        xs = C2SStream(self.service)
+        xs.factory = self
+        return xs
+
+
+class C2SService(service.Service):
+    """Listens for clients; owns the shared TLS context and the set of live streams."""
+
+    def __init__(self, cfg, router, store):
+        self.cfg = cfg
+        self.router = router
+        self.store = store
+        self.tls_factory = tlsmod.context_factory(cfg)   # ConfigError early, before listening
+        self.encryption_required = cfg.encryption_required
+        self.features = {
+            # (tls done, encryption required) -> features bytes before authentication
+            (False, True): _features(True, True, False),
+            (False, False): _features(True, False, True),
+            (True, True): _features(False, False, True),
+            (True, False): _features(False, False, True),
+        }
+        self.streams = set()
+        self.port = None
+        self.factory = C2SFactory(self)
+
+    def startService(self):
+        super().startService()
+        if self.cfg.insecure_auth:
+            log.warn("*" * 72)
+            log.warn("INSECURE AUTH: any username/password logs in and accounts are created on "
+                     "first login. Development only, never expose this server.")
+            log.warn("*" * 72)
+        if not self.tls_factory or not self.cfg.tls_cert:
+            log.info("c2s TLS certificate: {path}", path=self.tls_factory.cert_path)
+        self.port = reactor.listenTCP(self.cfg.c2s_port, self.factory,
+                                      interface=self.cfg.interface)
+        host = self.port.getHost()
+        log.info("c2s listening on {iface}:{port}", iface=self.cfg.interface, port=host.port)
+
+    def stopService(self):
+        super().stopService()
+        for xs in list(self.streams):
+            xs.streamError("system-shutdown")
+        if self.port is not None:
+            d = self.port.stopListening()
+            self.port = None
+            return d
