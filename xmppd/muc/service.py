@@ -1,8 +1,326 @@
-"""MUC service component (stub until the MUC lands: answers service-unavailable)."""
-from wokkel import component, generic
+"""The MUC component (XEP-0045) at ``cfg.muc_domain``.
+
+``make_component(router, cfg, store)`` returns a wokkel ``InternalComponent``
+holding :class:`MUCService` (rooms, dispatch), wokkel's ``DiscoHandler``
+(service-level disco, fed by ``getDiscoInfo``/``getDiscoItems`` of the
+handlers) and ``FallbackHandler`` (service-unavailable for unknown IQs).
+
+Dispatch: presence and message stanzas, IQs to occupants and the room
+protocols (muc#admin, muc#owner, register, room disco) are handled by a
+plain dict/if dispatch that replaces the pipe's ``dispatch`` (no xpath on
+the hot path, GUIDE §7.6); anything else falls through to the original
+xpath dispatcher (DiscoHandler for the service, ad-hoc handlers,
+FallbackHandler).
+"""
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish.domish import Element
+from wokkel import component, disco, generic
+from wokkel.subprotocols import XMPPHandler
+from zope.interface import implementer
+
+from xmppd import jid as jidlib
+from xmppd.muc import admin, owner, register
+from xmppd.muc.errors import error_reply, stanza_error
+from xmppd.muc.features import load_features
+from xmppd.muc.hooks import Event, Hooks
+from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, Room, core
+
+log = Logger()
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_REGISTER = "jabber:iq:register"
+
+
+@implementer(disco.IDisco)
+class MUCService(XMPPHandler):
+    """Rooms by bare JID, creation, persistence, and stanza dispatch."""
+
+    def __init__(self, router, cfg, store):
+        super().__init__()
+        self.router = router
+        self.cfg = cfg
+        self.domain = cfg.muc_domain
+        self.store = store
+        self.rooms = {}
+        self.admins = set()
+        for a in cfg.admins or ():
+            j = jidlib.parse_or_none(a)
+            if j is not None:
+                self.admins.add(j.userhost())
+        self.hooks = Hooks()
+        self.features = [core] + load_features()
+        self.default_config = {}
+        for f in self.features:
+            self.default_config.update(f.defaults)
+            f.register(self.hooks)
+        self.room_store = getattr(store, "rooms", None) if store is not None else None
+        self._orig_dispatch = None
+        self._after = []
+        self._load_rooms()
+        for f in self.features:
+            if f.install:
+                f.install(self)
+
+    # -- persistence -------------------------------------------------------
+    def _load_rooms(self):
+        rs = self.room_store
+        if rs is None or not hasattr(rs, "load_all"):
+            return
+        for rec in rs.load_all():
+            room = Room(self, rec["jid"], rec["config"])
+            for bare, (aff, data) in rec["affiliations"].items():
+                room.affiliations[bare] = aff
+                if data:
+                    room.aff_data[bare] = data
+            room.config["locked"] = False
+            room._stored = True
+            self.rooms[room.jid] = room
+
+    def save_room(self, room):
+        rs = self.room_store
+        if rs is None or not hasattr(rs, "save_room"):
+            return
+        if room.config.get("persistent") and not room.destroying:
+            rs.save_room(room.jid, room.config, room.affiliations, room.aff_data)
+            room._stored = True
+        elif room._stored:
+            rs.delete_room(room.jid)
+            room._stored = False
+
+    def forget_room(self, room, delete=False):
+        if self.rooms.get(room.jid) is room:
+            del self.rooms[room.jid]
+        if delete and self.room_store is not None and hasattr(self.room_store, "delete_room"):
+            self.room_store.delete_room(room.jid)
+
+    def room_maybe_empty(self, room):
+        if room.occupants or room.destroying:
+            return
+        if not room.config.get("persistent"):
+            room.destroying = True
+            self.hooks.fire("muc-room-destroyed", Event(room=room, reason=None, alternate=None))
+            self.forget_room(room, delete=True)
+
+    # -- wiring --------------------------------------------------------------
+    def connectionInitialized(self):
+        xs = self.xmlstream
+        self._orig_dispatch = xs.dispatch
+        xs.dispatch = self._dispatch
+
+    def _dispatch(self, obj, event=None):
+        if event is not None or not hasattr(obj, "name"):
+            return self._orig_dispatch(obj, event)
+        try:
+            if self.handle(obj):
+                return
+        except Exception:
+            log.failure("MUC dispatch failed for {name}", name=obj.name)
+            if obj.name == "iq" and obj.getAttribute("type") in ("get", "set"):
+                self.send(error_reply(obj, "internal-server-error", "cancel"))
+            return
+        return self._orig_dispatch(obj, event)
+
+    def send(self, element):
+        self.router.route(element)
+
+    # -- dispatch ------------------------------------------------------------
+    def handle(self, stanza):
+        """Handle one stanza; return False to pass it to the xpath dispatcher."""
+        name = stanza.name
+        frm = stanza.getAttribute("from")
+        to = stanza.getAttribute("to")
+        if not frm or not to:
+            return True
+        to_j = jidlib.parse_or_none(to)
+        stype = stanza.getAttribute("type")
+        if to_j is None:
+            if stype != "error":
+                self.send(error_reply(stanza, "jid-malformed", "modify", by=self.domain))
+            return True
+        if to_j.user is None:
+            return self.handle_service(stanza, name, stype, to_j)
+        room_jid = to_j.userhost()
+        nick = to_j.resource
+        room = self.rooms.get(room_jid)
+        if room is None:
+            if name == "presence" and stype is None and nick is not None \
+                    and _child(stanza, NS_MUC, "x") is not None:
+                return self.create_room(stanza, frm, room_jid, nick)
+            if stype != "error" and not (name == "presence" and stype == "unavailable"):
+                self.send(error_reply(stanza, "item-not-found", "cancel", by=self.domain))
+            return True
+        if name == "presence":
+            room.handle_presence(stanza, frm, nick)
+        elif name == "message":
+            room.handle_message(stanza, frm, nick)
+        elif name == "iq":
+            if nick is not None:
+                room.handle_iq_to_occupant(stanza, frm, nick)
+            else:
+                return self.handle_room_iq(room, stanza, frm, stype)
+        return True
+
+    def create_room(self, stanza, frm, room_jid, nick):
+        room = Room(self, room_jid)
+        ev = Event(room=room, stanza=stanza, jid=frm)
+        try:
+            if self.hooks.fire("muc-room-pre-create", ev):
+                return True
+        except StanzaError as e:
+            self.send(error_reply(stanza, e, by=room_jid))
+            return True
+        # the creator is the first owner
+        room.affiliations[jidlib.parse(frm).userhost()] = "owner"
+        self.rooms[room_jid] = room
+        if not room.join(stanza, frm, nick, is_new_room=True):
+            self.forget_room(room)
+            return True
+        self.hooks.fire("muc-room-created", Event(room=room, stanza=stanza, jid=frm))
+        return True
+
+    def handle_room_iq(self, room, stanza, frm, stype):
+        if stype not in ("get", "set"):
+            return True          # results/errors to the room itself: nothing waits for them
+        q = stanza.firstChildElement()
+        if q is None:
+            self.send(error_reply(stanza, "bad-request", "modify"))
+            return True
+        uri = q.uri
+        try:
+            if uri == NS_ADMIN and q.name == "query":
+                result = admin.handle(room, stanza, q, frm, stype)
+            elif uri == NS_OWNER and q.name == "query":
+                result = owner.handle(room, stanza, q, frm, stype)
+            elif uri == NS_REGISTER and q.name == "query":
+                result = register.handle(room, stanza, q, frm, stype)
+            elif uri == NS_DISCO_INFO and q.name == "query" and stype == "get":
+                result = self.room_disco_info(room, q, frm)
+            elif uri == NS_DISCO_ITEMS and q.name == "query" and stype == "get":
+                result = self.room_disco_items(room, q, frm)
+            else:
+                ev = Event(room=room, stanza=stanza, query=q, jid=frm)
+                result = self.hooks.fire(f"muc-room-iq/{uri}", ev)
+                if result is None:
+                    raise stanza_error("service-unavailable", "cancel")
+        except StanzaError as e:
+            self.send(error_reply(stanza, e))
+            return True
+        finally:
+            after, self._after = self._after, []
+        if result is not True:   # True: the handler replied itself
+            reply = _result(stanza)
+            if result is not None and result is not False:
+                reply.addChild(result)
+            self.send(reply)
+        for fn in after:
+            fn()
+        return True
+
+    def after_reply(self, fn):
+        """Run ``fn`` once the current IQ has been answered (e.g. status-code messages)."""
+        self._after.append(fn)
+
+    def handle_service(self, stanza, name, stype, to_j):
+        if to_j.resource is not None:
+            if stype != "error" and not (name == "presence" and stype == "unavailable"):
+                self.send(error_reply(stanza, "item-not-found" if name != "iq" else
+                                      "service-unavailable", "cancel"))
+            return True
+        if name == "iq":
+            return False          # DiscoHandler, ad-hoc commands, FallbackHandler
+        if name == "message":
+            if stype != "error":
+                ev = Event(stanza=stanza, service=self)
+                if not self.hooks.fire("muc-service-message", ev):
+                    self.send(error_reply(stanza, "service-unavailable", "cancel"))
+            return True
+        # presence to the service: nothing to do (no subscriptions)
+        if stype in (None, "probe", "subscribe"):
+            if stype == "subscribe":
+                self.send(error_reply(stanza, "service-unavailable", "cancel"))
+        return True
+
+    # -- room disco (XEP-0045 §6.4, XEP-0128) ---------------------------------
+    def room_disco_info(self, room, q, frm):
+        node = q.getAttribute("node")
+        result = Element((NS_DISCO_INFO, "query"))
+        if node:
+            result["node"] = node
+            ev = Event(room=room, node=node, requestor=frm, result=[])
+            handled = self.hooks.fire(f"muc-disco#info/{node}", ev)
+            if handled is None and not self.hooks.has(f"muc-disco#info/{node}"):
+                raise stanza_error("item-not-found", "cancel")
+            for el in ev.result:
+                result.addChild(el)
+            return result
+        from wokkel import data_form
+        ev = Event(room=room, features={NS_MUC}, form=[], identity_name=None, requestor=frm)
+        self.hooks.fire("muc-disco#info", ev)
+        ident = result.addElement("identity")
+        ident["category"] = "conference"
+        ident["type"] = "text"
+        name = ev.identity_name if ev.identity_name is not None else (room.config.get("name") or None)
+        if name:
+            ident["name"] = name
+        for f in sorted(ev.features):
+            result.addElement("feature")["var"] = f
+        form = data_form.Form("result", formNamespace="http://jabber.org/protocol/muc#roominfo")
+        for field in ev.form:
+            form.addField(field)
+        result.addChild(form.toElement())
+        return result
+
+    def room_disco_items(self, room, q, frm):
+        result = Element((NS_DISCO_ITEMS, "query"))
+        if q.getAttribute("node"):
+            result["node"] = q["node"]
+            return result
+        # XEP-0045 §6.5: occupants may be listed; only to those who may see them
+        if frm in room.by_jid or not room.config.get("members_only"):
+            pass
+        return result
+
+    # -- service disco (IDisco, via wokkel's DiscoHandler) ---------------------
+    def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
+        if target.user is not None or nodeIdentifier:
+            return []
+        return [disco.DiscoIdentity("conference", "text", "Chatrooms"),
+                disco.DiscoFeature(NS_MUC)]
+
+    def getDiscoItems(self, requestor, target, nodeIdentifier=""):
+        if target.user is not None or nodeIdentifier:
+            return []
+        items = []
+        for jid_, room in sorted(self.rooms.items()):
+            if room.config.get("public") and not room.config.get("locked"):
+                items.append(disco.DiscoItem(jidlib.parse(jid_), name=room.config.get("name") or None))
+        return items
+
+
+def _child(stanza, uri, name):
+    for c in stanza.elements():
+        if c.name == name and c.uri == uri:
+            return c
+    return None
+
+
+def _result(stanza):
+    reply = Element((None, "iq"))
+    reply["type"] = "result"
+    reply["to"] = stanza["from"]
+    reply["from"] = stanza["to"]
+    if stanza.getAttribute("id"):
+        reply["id"] = stanza["id"]
+    return reply
 
 
 def make_component(router, cfg, store):
     comp = component.InternalComponent(router, cfg.muc_domain)
+    svc = MUCService(router, cfg, store)
+    svc.setHandlerParent(comp)
+    disco.DiscoHandler().setHandlerParent(comp)
     generic.FallbackHandler().setHandlerParent(comp)
+    comp.muc = svc
     return comp

@@ -1,6 +1,96 @@
-"""Room persistence (stub until the MUC lands)."""
+"""Persistent rooms: configuration, affiliations (with reason and reserved nick).
+
+Only persistent rooms are stored. The MUC calls ``save_room`` after every
+change that must survive a restart (config submit, affiliation change,
+registration, subject) and ``delete_room`` when a room is destroyed or
+stops being persistent; ``load_all`` runs once at start-up.
+
+Config is a JSON object (the room's ``config`` dict, whatever keys the
+feature modules use); affiliation data (reason, nick, ...) is JSON too,
+with ``nick`` also in its own column so reserved nicks can be queried.
+"""
+import json
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS muc_rooms (
+    jid     TEXT PRIMARY KEY,
+    config  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS muc_affiliations (
+    room        TEXT NOT NULL REFERENCES muc_rooms(jid) ON DELETE CASCADE,
+    jid         TEXT NOT NULL,
+    affiliation TEXT NOT NULL,
+    reason      TEXT,
+    nick        TEXT,
+    data        TEXT,
+    PRIMARY KEY (room, jid)
+);
+"""
 
 
 class RoomStore:
     def __init__(self, db, cfg):
         self.db = db
+        self.cfg = cfg
+        db.execute_script(SCHEMA)
+
+    def has_room(self, room_jid):
+        return bool(self.db.query("SELECT 1 FROM muc_rooms WHERE jid = ?", (room_jid,)))
+
+    def load_all(self):
+        """Every stored room: dicts with jid, config, affiliations {bare: (aff, data)}."""
+        rooms = {}
+        for jid, config in self.db.query("SELECT jid, config FROM muc_rooms"):
+            try:
+                cfg = json.loads(config)
+            except ValueError:
+                cfg = {}
+            rooms[jid] = {"jid": jid, "config": cfg, "affiliations": {}}
+        for room, jid, aff, reason, nick, data in self.db.query(
+                "SELECT room, jid, affiliation, reason, nick, data FROM muc_affiliations"):
+            rec = rooms.get(room)
+            if rec is None:
+                continue
+            try:
+                d = json.loads(data) if data else {}
+            except ValueError:
+                d = {}
+            if reason:
+                d["reason"] = reason
+            if nick:
+                d["nick"] = nick
+            rec["affiliations"][jid] = (aff, d)
+        return list(rooms.values())
+
+    def save_room(self, room_jid, config, affiliations, aff_data):
+        """Replace the stored state of one room (a few rows; one transaction)."""
+        with self.db.transaction() as conn:
+            conn.execute("INSERT INTO muc_rooms (jid, config) VALUES (?, ?) "
+                         "ON CONFLICT(jid) DO UPDATE SET config = excluded.config",
+                         (room_jid, json.dumps(config, sort_keys=True)))
+            conn.execute("DELETE FROM muc_affiliations WHERE room = ?", (room_jid,))
+            rows = []
+            for bare, aff in affiliations.items():
+                data = dict(aff_data.get(bare) or {})
+                reason = data.pop("reason", None)
+                nick = data.pop("nick", None)
+                rows.append((room_jid, bare, aff, reason, nick,
+                             json.dumps(data, sort_keys=True) if data else None))
+            conn.executemany("INSERT INTO muc_affiliations (room, jid, affiliation, reason, nick, data)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def delete_room(self, room_jid):
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM muc_affiliations WHERE room = ?", (room_jid,))
+            conn.execute("DELETE FROM muc_rooms WHERE jid = ?", (room_jid,))
+
+    def public_rooms(self):
+        out = []
+        for jid, config in self.db.query("SELECT jid, config FROM muc_rooms"):
+            try:
+                cfg = json.loads(config)
+            except ValueError:
+                continue
+            if cfg.get("public"):
+                out.append((jid, cfg.get("name") or ""))
+        return out

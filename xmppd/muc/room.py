@@ -1,0 +1,886 @@
+"""The room core: occupants, roles, affiliations, and routing inside a room.
+
+Everything optional (room options) lives in ``xmppd/muc/features/`` and is
+reached through the events of :mod:`xmppd.muc.hooks`. This module keeps:
+
+* the occupant table (nick -> :class:`Occupant`, real full JID -> Occupant),
+* affiliations (bare JID -> str) with their data (reason, reserved nick),
+* presence handling (join, update, nick change, leave, probe, error-kick),
+* groupchat and private messages, IQs to occupants,
+* role and affiliation changes with their broadcasts (XEP-0045 §9, §10),
+* the broadcast primitives: an occupant's presence is built once per
+  variant (full JID / anonymous / self) and fanned out with
+  ``router.route_many``; a groupchat message is built once.
+
+Strings everywhere (room JID, nicks, real JIDs): no JID objects in tables.
+"""
+import base64
+import hashlib
+import hmac
+import os
+import uuid
+
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish.domish import Element
+
+from xmppd import jid as jidlib
+from xmppd.muc.errors import error_reply, stanza_error
+from xmppd.muc.hooks import Event, Feature
+
+log = Logger()
+
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_USER = NS_MUC + "#user"
+NS_ADMIN = NS_MUC + "#admin"
+NS_OWNER = NS_MUC + "#owner"
+NS_DELAY = "urn:xmpp:delay"
+NS_DATA = "jabber:x:data"
+
+ROLES = {"none": 0, "visitor": 1, "participant": 2, "moderator": 3}
+AFFILIATIONS = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
+
+CORE_DEFAULTS = {
+    "name": "",
+    "persistent": False,
+    "public": True,
+    "members_only": False,
+    "moderated": False,
+    "whois": "moderators",
+    "password": "",
+    "max_users": 0,
+    "presence_broadcast": ["moderator", "participant", "visitor"],
+    "allow_pm": "anyone",
+    "changesubject": False,
+    "allow_invites": False,
+    "history_length": 20,
+    "subject": "",
+    "subject_from": "",
+    "locked": False,
+}
+
+_MUC_X = {(NS_MUC, "x"), (NS_USER, "x")}
+
+
+class Occupant:
+    """One occupant: a nick held by one real session (full JID)."""
+
+    __slots__ = ("nick", "jid", "bare", "role", "room_jid", "payload", "available")
+
+    def __init__(self, room_jid, nick, jid, bare, role):
+        self.nick = nick
+        self.jid = jid
+        self.bare = bare
+        self.role = role
+        self.room_jid = room_jid + "/" + nick
+        self.payload = ""        # serialised children of the last presence (no MUC x)
+        self.available = True
+
+    def __repr__(self):
+        return f"<Occupant {self.room_jid} {self.jid} {self.role}>"
+
+
+def presence_payload(stanza):
+    """Serialise the presence children we repeat in broadcasts (not the MUC x)."""
+    parts = []
+    for child in stanza.elements():
+        if (child.uri, child.name) in _MUC_X:
+            continue
+        parts.append(child.toXml(defaultUri=stanza.uri or "jabber:client"))
+    return "".join(parts)
+
+
+def _bare(full):
+    i = full.find("/")
+    return full if i < 0 else full[:i]
+
+
+def _text(el, name):
+    for c in el.elements():
+        if c.name == name:
+            return str(c)
+    return None
+
+
+class Room:
+    """A room. Built by :class:`xmppd.muc.service.MUCService` (``service.get_room``)."""
+
+    _stored = False   # True once RoomStore holds it
+
+    def __init__(self, service, jid, config=None):
+        self.service = service
+        self.hooks = service.hooks
+        self.router = service.router
+        self.jid = jid
+        self.config = dict(service.default_config)
+        if config:
+            self.config.update(config)
+        self.occupants = {}        # nick -> Occupant
+        self.by_jid = {}           # real full JID -> Occupant
+        self.affiliations = {}     # bare JID -> affiliation (no 'none' entries)
+        self.aff_data = {}         # bare JID -> {"reason":..., "nick":...}
+        self._reserved = None      # nick -> bare JID cache
+        self.destroying = False
+        self.salt = os.urandom(16)
+        self.history = []          # the history feature's storage (list of (stamp, element))
+
+    def __repr__(self):
+        return f"<Room {self.jid} {len(self.occupants)} occupants>"
+
+    # -- config ----------------------------------------------------------
+    def set_config(self, key, value):
+        """Set a config key; return True if it changed (then ``save`` it)."""
+        if self.config.get(key) == value:
+            return False
+        self.config[key] = value
+        return True
+
+    @property
+    def whois_anyone(self):
+        return self.config.get("whois") == "anyone"
+
+    def save(self):
+        self.service.save_room(self)
+
+    # -- affiliations ----------------------------------------------------
+    def get_affiliation(self, jid):
+        """Affiliation of a JID (full or bare str); service admins are owners."""
+        bare = _bare(jid)
+        if bare in self.service.admins:
+            return "owner"
+        aff = self.affiliations.get(bare)
+        if aff is None:
+            host = bare[bare.find("@") + 1:]
+            if self.affiliations.get(host) == "outcast":
+                return "outcast"
+            return "none"
+        return aff
+
+    def reserved_nicks(self):
+        if self._reserved is None:
+            self._reserved = {d["nick"]: j for j, d in self.aff_data.items() if d.get("nick")}
+        return self._reserved
+
+    def registered_nick(self, bare):
+        d = self.aff_data.get(bare)
+        return d.get("nick") if d else None
+
+    def registered_jid(self, nick):
+        return self.reserved_nicks().get(nick)
+
+    def get_default_role(self, affiliation):
+        role = self.hooks.fire("muc-get-default-role", Event(room=self, affiliation=affiliation))
+        return role or "none"
+
+    def owners(self):
+        return [j for j, a in self.affiliations.items() if a == "owner"]
+
+    def set_affiliation(self, actor, jid, affiliation, reason=None, data=None):
+        """Change an affiliation (``actor`` None = the service itself).
+
+        Raises StanzaError on refusal. ``data``: None keeps the existing
+        affiliation data, a dict replaces it, False clears it.
+        Broadcasts the change to occupants (§9/§10) or, when the user is not
+        in the room, announces it with a message (XEP-0045 example 195).
+        """
+        if affiliation not in AFFILIATIONS:
+            raise stanza_error("bad-request", "modify", "Invalid affiliation")
+        j = jidlib.parse_or_none(jid)
+        if j is None or j.resource:
+            raise stanza_error("jid-malformed", "modify")
+        bare = j.userhost()
+        host_only = j.user is None
+        previous = self.affiliations.get(bare, "none")
+        downgrade = AFFILIATIONS[previous] > AFFILIATIONS[affiliation]
+        if actor is not None:
+            actor_aff = self.get_affiliation(actor)
+            if actor_aff == "owner":
+                if _bare(actor) == bare and downgrade and previous == "owner":
+                    if not [o for o in self.owners() if o != bare]:
+                        raise stanza_error("conflict", "cancel", "A room needs at least one owner")
+            elif actor_aff == "admin":
+                if (affiliation in ("owner", "admin") or previous in ("owner", "admin")):
+                    raise stanza_error("not-allowed", "cancel")
+            else:
+                raise stanza_error("forbidden", "auth")
+            if bare in self.service.admins and affiliation != "owner":
+                raise stanza_error("not-allowed", "cancel", "Service administrators are owners")
+        ev = Event(room=self, jid=bare, affiliation=affiliation, previous=previous,
+                   actor=actor, reason=reason, data=data)
+        self.hooks.fire("muc-pre-set-affiliation", ev)
+        data = ev.data
+        if affiliation == "none":
+            self.affiliations.pop(bare, None)
+            self.aff_data.pop(bare, None)
+        else:
+            self.affiliations[bare] = affiliation
+            if data is False:
+                self.aff_data.pop(bare, None)
+            elif data is not None:
+                self.aff_data[bare] = dict(data)
+            if reason is not None:
+                self.aff_data.setdefault(bare, {})["reason"] = reason
+        self._reserved = None
+
+        role = self.get_default_role(affiliation)
+        changed = []
+        for occ in list(self.occupants.values()):
+            if occ.bare == bare or (host_only and affiliation == "outcast"
+                                    and occ.bare[occ.bare.find("@") + 1:] == bare):
+                old = occ.role
+                if occ.role != role and (downgrade or ROLES[occ.role] < ROLES[role]):
+                    occ.role = role
+                changed.append((occ, old))
+        codes = ()
+        if role == "none":
+            codes = ("301",) if affiliation == "outcast" else ("321",)
+        if changed:
+            actor_nick, actor_jid = self._actor(actor)
+            for occ, old in changed:
+                if occ.role == "none":
+                    self._remove(occ)
+                self.publicise(occ, codes=codes, actor_nick=actor_nick, actor_jid=actor_jid,
+                               reason=reason, prev_role=old)
+                if occ.role == "none":
+                    self._left(occ, codes)
+                elif not self.whois_anyone and (old == "moderator") != (occ.role == "moderator"):
+                    self.send_occupant_list(occ, exclude_bare=occ.bare)
+        else:
+            msg = Element((None, "message"))
+            msg["from"] = self.jid
+            x = msg.addElement((NS_USER, "x"))
+            for c in codes:
+                x.addElement("status")["code"] = c
+            item = x.addElement("item")
+            item["affiliation"] = affiliation
+            item["jid"] = bare
+            if reason:
+                item.addElement("reason", content=reason)
+            min_role = 0 if self.whois_anyone else ROLES["moderator"]
+            self.route_many(msg, [o.jid for o in self.occupants.values()
+                                  if ROLES[o.role] >= min_role])
+        self.save()
+        ev.in_room = bool(changed)
+        self.hooks.fire("muc-set-affiliation", ev)
+        return True
+
+    # -- roles -----------------------------------------------------------
+    def may_set_role(self, actor, occ, role):
+        ev = Event(room=self, actor=actor, occupant=occ, role=role, previous=occ.role)
+        self.hooks.fire("muc-pre-set-role", ev)
+        actor_aff = self.get_affiliation(actor)
+        occ_aff = self.get_affiliation(occ.bare)
+        actor_occ = self.by_jid.get(actor)
+        if actor_occ is None or actor_occ.role != "moderator":
+            if actor_aff not in ("owner", "admin"):
+                raise stanza_error("forbidden", "auth")
+        if AFFILIATIONS[actor_aff] < AFFILIATIONS[occ_aff]:
+            raise stanza_error("not-allowed", "cancel")
+        if role == "none" and occ_aff in ("owner", "admin") and actor_aff != "owner":
+            raise stanza_error("not-allowed", "cancel")
+        if occ_aff in ("owner", "admin") and role != "moderator" and AFFILIATIONS[actor_aff] <= AFFILIATIONS[occ_aff]:
+            raise stanza_error("not-allowed", "cancel")
+        if occ.role == "moderator" or role == "moderator":
+            if actor_aff not in ("owner", "admin"):
+                raise stanza_error("not-allowed", "cancel")
+
+    def set_role(self, actor, occ, role, reason=None):
+        """Change an occupant's role (``actor`` None = the service). Raises StanzaError."""
+        if role not in ROLES:
+            raise stanza_error("bad-request", "modify", "Invalid role")
+        if actor is not None:
+            self.may_set_role(actor, occ, role)
+        prev = occ.role
+        occ.role = role
+        actor_nick, actor_jid = self._actor(actor)
+        codes = ("307",) if role == "none" else ()
+        if role == "none":
+            self._remove(occ)
+        self.publicise(occ, codes=codes, actor_nick=actor_nick, actor_jid=actor_jid,
+                       reason=reason, prev_role=prev)
+        if role == "none":
+            self._left(occ, set(codes))
+        elif not self.whois_anyone and (prev == "moderator") != (role == "moderator"):
+            self.send_occupant_list(occ, exclude_bare=occ.bare)
+        return True
+
+    def _actor(self, actor):
+        if actor is None:
+            return None, None
+        occ = self.by_jid.get(actor)
+        return (occ.nick if occ else None), actor
+
+    # -- sending ---------------------------------------------------------
+    def route(self, element):
+        self.router.route(element)
+
+    def route_many(self, element, recipients):
+        if recipients:
+            self.router.route_many(element, recipients)
+
+    def send_error(self, stanza, err, by=True, keep=()):
+        if stanza.getAttribute("type") == "error":
+            return
+        self.route(error_reply(stanza, err, by=self.jid if by else None, keep=keep))
+
+    def _build_x(self, occ, codes, with_jid, actor_nick, actor_jid, reason, nick, self_codes=()):
+        x = Element((NS_USER, "x"))
+        for c in codes:
+            x.addElement("status")["code"] = c
+        item = x.addElement("item")
+        item["affiliation"] = self.get_affiliation(occ.bare)
+        item["role"] = occ.role
+        if with_jid:
+            item["jid"] = occ.jid
+        if nick:
+            item["nick"] = nick
+        if actor_nick or actor_jid:
+            a = item.addElement("actor")
+            if actor_jid:
+                a["jid"] = actor_jid
+            if actor_nick:
+                a["nick"] = actor_nick
+        if reason:
+            item.addElement("reason", content=reason)
+        for c in self_codes:
+            x.addElement("status")["code"] = c
+        return x
+
+    def _presence(self, occ, x, unavailable, payload=None):
+        p = Element((None, "presence"))
+        p["from"] = occ.room_jid
+        if unavailable:
+            p["type"] = "unavailable"
+        payload = occ.payload if payload is None else payload
+        if payload:
+            p.addRawXml(payload)
+        p.addChild(x)
+        return p
+
+    def publicise(self, occ, codes=(), self_codes=(), nick=None, actor_nick=None, actor_jid=None,
+                  reason=None, prev_role=None, force_unavailable=False, self_only_codes=True):
+        """Broadcast ``occ``'s presence to the room (one build per variant).
+
+        ``codes`` go before the item (e.g. 201, 303, 307), ``self_codes``
+        after it in the occupant's own copy only (110 is always appended
+        there). An occupant whose role is ``none`` is sent as unavailable.
+        """
+        unavailable = occ.role == "none" or force_unavailable or not occ.available
+        broadcast = self.config.get("presence_broadcast") or ()
+        whois_anyone = self.whois_anyone
+        full, anon, same = [], [], []
+        visible = force_unavailable or occ.role in broadcast
+        was_visible = prev_role is not None and prev_role in broadcast
+        if visible or was_visible:
+            for other in self.occupants.values():
+                if other is occ:
+                    continue
+                if whois_anyone or other.role == "moderator":
+                    full.append(other.jid)
+                elif other.bare == occ.bare:
+                    same.append(other.jid)
+                else:
+                    anon.append(other.jid)
+        unav = unavailable or not visible
+        if full:
+            x = self._build_x(occ, codes, True, actor_nick, actor_jid, reason, nick)
+            self.route_many(self._presence(occ, x, unav), full)
+        if anon:
+            x = self._build_x(occ, codes, False, actor_nick, None, reason, nick)
+            self.route_many(self._presence(occ, x, unav), anon)
+        if same:
+            x = self._build_x(occ, codes, True, actor_nick, None, reason, nick)
+            self.route_many(self._presence(occ, x, unav), same)
+        # the occupant itself
+        x = self._build_x(occ, codes, True, actor_nick, None, reason, nick,
+                          tuple(self_codes) + ("110",))
+        p = self._presence(occ, x, unavailable)
+        p["to"] = occ.jid
+        self.route(p)
+
+    def occupant_list_presence(self, occ, with_jid):
+        x = self._build_x(occ, (), with_jid, None, None, None, None)
+        return self._presence(occ, x, False)
+
+    def is_anonymous_for(self, real_jid):
+        if self.whois_anyone:
+            return False
+        if self.get_affiliation(real_jid) in ("owner", "admin"):
+            return False
+        occ = self.by_jid.get(real_jid)
+        return not (occ and occ.role == "moderator")
+
+    def send_occupant_list(self, to_occ, exclude_bare=None, to_jid=None):
+        """Send every other occupant's presence to one session (join, role change)."""
+        to = to_jid or to_occ.jid
+        to_bare = _bare(to)
+        anonymous = self.is_anonymous_for(to)
+        broadcast = self.config.get("presence_broadcast") or ()
+        seen = set()
+        for occ in list(self.occupants.values()):
+            seen.add(occ.bare)
+            if occ is to_occ or (exclude_bare and occ.bare == exclude_bare):
+                continue
+            if occ.role in broadcast or occ.bare == to_bare:
+                p = self.occupant_list_presence(occ, not anonymous or occ.bare == to_bare)
+                p["to"] = to
+                self.route(p)
+        if "none" in broadcast:
+            for bare, aff in list(self.affiliations.items()):
+                if bare in seen:
+                    continue
+                nick = self.registered_nick(bare)
+                if not nick and anonymous:
+                    continue
+                p = Element((None, "presence"))
+                p["to"] = to
+                p["from"] = self.jid + "/" + nick if nick else self.jid
+                p["type"] = "unavailable"
+                item = p.addElement((NS_USER, "x")).addElement("item")
+                item["affiliation"] = aff
+                item["role"] = "none"
+                if nick:
+                    item["nick"] = nick
+                if not anonymous:
+                    item["jid"] = bare
+                self.route(p)
+
+    # -- occupants ---------------------------------------------------------
+    def _add(self, occ):
+        self.occupants[occ.nick] = occ
+        self.by_jid[occ.jid] = occ
+
+    def _remove(self, occ):
+        if self.occupants.get(occ.nick) is occ:
+            del self.occupants[occ.nick]
+        if self.by_jid.get(occ.jid) is occ:
+            del self.by_jid[occ.jid]
+
+    def _left(self, occ, codes=()):
+        self.hooks.fire("muc-occupant-left", Event(room=self, occupant=occ, nick=occ.nick,
+                                                   codes=set(codes)))
+        self.service.room_maybe_empty(self)
+
+    def clear(self, x_children=(), codes=()):
+        """Remove everyone (destroy)."""
+        for occ in list(self.occupants.values()):
+            prev = occ.role
+            occ.role = "none"
+            self._remove(occ)
+            self.publicise(occ, codes=codes, prev_role=prev, force_unavailable=True)
+        self.occupants.clear()
+        self.by_jid.clear()
+
+    # -- presence ----------------------------------------------------------
+    def handle_presence(self, stanza, frm, nick):
+        """Presence from real JID ``frm`` to ``room/nick`` (nick None: bare room)."""
+        ptype = stanza.getAttribute("type")
+        occ = self.by_jid.get(frm)
+        if nick is None:
+            if occ is None:
+                if ptype in (None, "probe"):
+                    self.send_error(stanza, stanza_error(
+                        "jid-malformed", "modify", "A nickname is required to join"))
+                return
+            nick = occ.nick
+        if ptype is None:
+            if occ is None:
+                self.join(stanza, frm, nick)
+            elif occ.nick == nick:
+                self.presence_update(occ, stanza)
+            else:
+                self.change_nick(occ, stanza, nick)
+        elif ptype == "unavailable":
+            if occ is not None:
+                self.leave(occ, stanza)
+        elif ptype == "error":
+            if occ is not None:
+                self.kick_for_error(occ, stanza)
+        elif ptype == "probe":
+            self.respond_to_probe(stanza, frm, nick, occ)
+        elif ptype in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            self.send_error(stanza, stanza_error("bad-request", "modify"))
+        else:
+            self.send_error(stanza, stanza_error("bad-request", "modify"))
+
+    def join(self, stanza, frm, nick, is_new_room=False):
+        bare = _bare(frm)
+        muc_x = stanza.firstChildElement() and None
+        for c in stanza.elements():
+            if c.name == "x" and c.uri == NS_MUC:
+                muc_x = c
+                break
+        if muc_x is None and not is_new_room:
+            # XEP-0045 §7.2.1 (and Prosody): a join needs <x xmlns=muc>; treat
+            # a bare available presence from a non-occupant as a desynced client.
+            pass
+        aff = self.get_affiliation(bare)
+        role = self.get_default_role(aff)
+        occ = Occupant(self.jid, nick, frm, bare, role)
+        ev = Event(room=self, stanza=stanza, occupant=occ, is_new_room=is_new_room,
+                   muc_x=muc_x, affiliation=aff, jid=frm)
+        try:
+            if self.hooks.fire("muc-occupant-pre-join", ev):
+                return False
+            existing = self.occupants.get(occ.nick)
+            if existing is not None:
+                raise stanza_error("conflict", "cancel", "That nickname is already in use")
+            if occ.role == "none":
+                raise stanza_error("forbidden", "auth")
+        except StanzaError as e:
+            self.send_error(stanza, e, keep=_MUC_X)
+            return False
+        nick_changed = occ.nick != nick
+        occ.room_jid = self.jid + "/" + occ.nick
+        occ.payload = presence_payload(stanza)
+        self._add(occ)
+        # existing occupants to the newcomer, then the newcomer to everyone
+        self.send_occupant_list(occ)
+        codes = ["201"] if is_new_room else []
+        self_codes = []
+        if self.whois_anyone:
+            (codes if is_new_room else self_codes).append("100")
+        if nick_changed:
+            (codes if is_new_room else self_codes).append("210")
+        extra = self.hooks.fire("muc-occupant-join-codes", Event(room=self, occupant=occ))
+        if extra:
+            self_codes.extend(extra)
+        if is_new_room:
+            self.publicise(occ, codes=codes)
+        else:
+            self.publicise(occ, self_codes=self_codes)
+        self.hooks.fire("muc-occupant-joined", Event(room=self, occupant=occ, stanza=stanza))
+        self.hooks.fire("muc-occupant-session-new", Event(room=self, occupant=occ, stanza=stanza,
+                                                          jid=frm))
+        return True
+
+    def presence_update(self, occ, stanza):
+        ev = Event(room=self, occupant=occ, stanza=stanza, new_nick=None)
+        try:
+            if self.hooks.fire("muc-occupant-pre-change", ev):
+                return
+        except StanzaError as e:
+            self.send_error(stanza, e)
+            return
+        occ.payload = presence_payload(stanza)
+        rejoin = any(c.name == "x" and c.uri == NS_MUC for c in stanza.elements())
+        if rejoin:
+            # a desynced client rejoining: resend the room state
+            self.send_occupant_list(occ)
+        self.publicise(occ)
+        if rejoin:
+            self.hooks.fire("muc-occupant-session-new", Event(room=self, occupant=occ,
+                                                              stanza=stanza, jid=occ.jid))
+
+    def change_nick(self, occ, stanza, new_nick):
+        ev = Event(room=self, occupant=occ, stanza=stanza, new_nick=new_nick)
+        try:
+            if self.hooks.fire("muc-occupant-pre-change", ev):
+                return
+            if new_nick in self.occupants:
+                raise stanza_error("conflict", "cancel", "That nickname is already in use")
+        except StanzaError as e:
+            self.send_error(stanza, e)
+            return
+        new_nick = ev.new_nick
+        # unavailable with 303 from the old nick
+        occ.available = False
+        self.publicise(occ, codes=("303",), nick=new_nick)
+        occ.available = True
+        self._remove(occ)
+        occ.nick = new_nick
+        occ.room_jid = self.jid + "/" + new_nick
+        occ.payload = presence_payload(stanza)
+        self._add(occ)
+        self.publicise(occ)
+
+    def leave(self, occ, stanza=None, codes=()):
+        prev = occ.role
+        occ.role = "none"
+        self._remove(occ)
+        payload = presence_payload(stanza) if stanza is not None else ""
+        occ.payload = payload
+        self.publicise(occ, codes=codes, prev_role=prev)
+        self._left(occ, codes)
+
+    def kick_for_error(self, occ, stanza):
+        """A bounced stanza from an occupant's client: remove it (status 333)."""
+        prev = occ.role
+        occ.role = "none"
+        self._remove(occ)
+        occ.payload = ""
+        self.publicise(occ, codes=("333",), prev_role=prev)
+        self._left(occ, ("333",))
+
+    def respond_to_probe(self, stanza, frm, nick, prober):
+        if prober is None:
+            self.send_error(stanza, stanza_error("not-acceptable", "cancel",
+                                                 "You are not currently connected to this chat"))
+            return
+        occ = self.occupants.get(nick)
+        if occ is None:
+            bare = self.registered_jid(nick)
+            if bare is None:
+                return
+            p = Element((None, "presence"))
+            p["to"] = frm
+            p["from"] = self.jid + "/" + nick
+            p["type"] = "unavailable"
+            item = p.addElement((NS_USER, "x")).addElement("item")
+            item["affiliation"] = self.get_affiliation(bare)
+            item["role"] = "none"
+            item["nick"] = nick
+            if not self.is_anonymous_for(frm):
+                item["jid"] = bare
+            self.route(p)
+            return
+        with_jid = not self.is_anonymous_for(frm) or occ.bare == prober.bare
+        p = self.occupant_list_presence(occ, with_jid)
+        p["to"] = frm
+        self.route(p)
+
+    # -- messages ----------------------------------------------------------
+    def handle_message(self, stanza, frm, nick):
+        mtype = stanza.getAttribute("type")
+        if nick is None:
+            if mtype == "groupchat":
+                self.groupchat(stanza, frm)
+            elif mtype == "error":
+                occ = self.by_jid.get(frm)
+                if occ is not None and _kickable(stanza):
+                    self.kick_for_error(occ, stanza)
+            else:
+                occ = self.by_jid.get(frm)
+                try:
+                    handled = self.hooks.fire("muc-message-to-room", Event(
+                        room=self, occupant=occ, stanza=stanza, jid=frm))
+                except StanzaError as e:
+                    self.send_error(stanza, e)
+                    return
+                if not handled:
+                    self.send_error(stanza, stanza_error(
+                        "bad-request" if _has(stanza, NS_USER, "x") else "feature-not-implemented"))
+            return
+        self.private_message(stanza, frm, nick)
+
+    def groupchat(self, stanza, frm):
+        occ = self.by_jid.get(frm)
+        if occ is None:
+            self.send_error(stanza, stanza_error("not-acceptable", "cancel",
+                                                 "You are not currently connected to this chat"))
+            return
+        if occ.role == "visitor":
+            self.send_error(stanza, stanza_error(
+                "forbidden", "auth", "You do not currently have permission to speak in this chat"))
+            return
+        try:
+            if self.hooks.fire("muc-occupant-groupchat", Event(room=self, occupant=occ,
+                                                                stanza=stanza)):
+                return
+        except StanzaError as e:
+            self.send_error(stanza, e)
+            return
+        if not stanza.getAttribute("id"):
+            stanza["id"] = uuid.uuid4().hex
+        # drop delay elements that claim to come from us
+        for c in list(stanza.elements()):
+            if c.name == "delay" and c.uri == NS_DELAY and c.getAttribute("from") == self.jid:
+                stanza.children.remove(c)
+        stanza["from"] = occ.room_jid
+        self.broadcast_message(stanza)
+
+    def broadcast_message(self, stanza):
+        """Send a room message (groupchat, subject, status) to every occupant."""
+        self.route_many(stanza, list(self.by_jid))
+        self.hooks.fire("muc-broadcast-message", Event(room=self, stanza=stanza))
+
+    def private_message(self, stanza, frm, nick):
+        mtype = stanza.getAttribute("type")
+        occ = self.by_jid.get(frm)
+        if occ is None:
+            if mtype != "error":
+                self.send_error(stanza, stanza_error("not-acceptable", "cancel",
+                                                     "You are not currently connected to this chat"))
+            return
+        if mtype == "groupchat":
+            self.send_error(stanza, stanza_error("bad-request", "modify"))
+            return
+        if mtype == "error":
+            if _kickable(stanza):
+                self.kick_for_error(occ, stanza)
+            return
+        target = self.occupants.get(nick)
+        if target is None:
+            self.send_error(stanza, stanza_error("item-not-found", "cancel", "Recipient not in room"))
+            return
+        try:
+            if self.hooks.fire("muc-private-message", Event(room=self, occupant=occ, target=target,
+                                                             stanza=stanza)):
+                return
+        except StanzaError as e:
+            self.send_error(stanza, e)
+            return
+        for c in list(stanza.elements()):
+            if c.name == "x" and c.uri == NS_USER:
+                stanza.children.remove(c)
+        stanza.addElement((NS_USER, "x"))
+        stanza["from"] = occ.room_jid
+        stanza["to"] = target.jid
+        self.route(stanza)
+
+    # -- IQs to occupants ----------------------------------------------------
+    def _mac(self, text):
+        return hmac.new(self.salt, text.encode(), hashlib.sha256).hexdigest()[:8]
+
+    def handle_iq_to_occupant(self, stanza, frm, nick):
+        itype = stanza.getAttribute("type")
+        target = self.occupants.get(nick)
+        if itype in ("result", "error"):
+            if target is None:
+                return
+            try:
+                sender_jid, orig_id, h = base64.b64decode(
+                    stanza.getAttribute("id", "")).decode().split("\0")
+            except Exception:
+                return
+            if frm != sender_jid and _bare(sender_jid) != frm:
+                return
+            if self._mac(target.jid) != h:
+                return
+            sender_occ = self.by_jid.get(sender_jid)
+            if sender_occ is None:
+                return
+            stanza["from"] = sender_occ.room_jid
+            stanza["to"] = target.jid
+            stanza["id"] = orig_id
+            self.route(stanza)
+            return
+        occ = self.by_jid.get(frm)
+        if occ is None:
+            self.send_error(stanza, stanza_error("not-acceptable", "cancel",
+                                                 "You are not currently connected to this chat"))
+            return
+        if target is None:
+            self.send_error(stanza, stanza_error("item-not-found", "cancel", "Recipient not in room"))
+            return
+        child = stanza.firstChildElement()
+        if target is occ and itype == "get" and child is not None and child.name == "ping" \
+                and child.uri == "urn:xmpp:ping":
+            reply = Element((None, "iq"))
+            reply["type"] = "result"
+            reply["from"] = occ.room_jid
+            reply["to"] = frm
+            if stanza.getAttribute("id"):
+                reply["id"] = stanza["id"]
+            self.route(reply)
+            return
+        new_id = target.jid + "\0" + stanza.getAttribute("id", "") + "\0" + self._mac(frm)
+        stanza["id"] = base64.b64encode(new_id.encode()).decode()
+        stanza["from"] = occ.room_jid
+        to = target.jid
+        if child is not None and child.uri in ("vcard-temp", "urn:ietf:params:xml:ns:vcard-4.0",
+                                               "http://jabber.org/protocol/pubsub"):
+            to = target.bare
+        stanza["to"] = to
+        self.route(stanza)
+
+    # -- destroy -------------------------------------------------------------
+    def destroy(self, reason=None, alternate=None, password=None, actor=None):
+        self.hooks.fire("muc-pre-room-destroy", Event(room=self, reason=reason,
+                                                      alternate=alternate, actor=actor))
+        self.destroying = True
+        for occ in list(self.occupants.values()):
+            self._remove(occ)
+            x = Element((NS_USER, "x"))
+            item = x.addElement("item")
+            item["affiliation"] = self.get_affiliation(occ.bare)
+            item["role"] = "none"
+            d = x.addElement("destroy")
+            if alternate:
+                d["jid"] = alternate
+            if reason:
+                d.addElement("reason", content=reason)
+            if password:
+                d.addElement("password", content=password)
+            p = Element((None, "presence"))
+            p["from"] = occ.room_jid
+            p["to"] = occ.jid
+            p["type"] = "unavailable"
+            p.addChild(x)
+            self.route(p)
+            occ.role = "none"
+            self.hooks.fire("muc-occupant-left", Event(room=self, occupant=occ, nick=occ.nick,
+                                                       codes=set()))
+        self.hooks.fire("muc-room-destroyed", Event(room=self, reason=reason, alternate=alternate))
+        self.service.forget_room(self, delete=True)
+
+
+def _has(stanza, uri, name):
+    for c in stanza.elements():
+        if c.name == name and c.uri == uri:
+            return True
+    return False
+
+
+_KICKABLE = {"gone", "internal-server-error", "item-not-found", "jid-malformed",
+             "recipient-unavailable", "redirect", "remote-server-not-found",
+             "remote-server-timeout", "service-unavailable", "malformed error"}
+
+
+def _kickable(stanza):
+    """Prosody's rule: errors that mean the client is gone, not a one-off refusal."""
+    for c in stanza.elements():
+        if c.name == "error":
+            for cond in c.elements():
+                if cond.uri == "urn:ietf:params:xml:ns:xmpp-stanzas" and cond.name != "text":
+                    return cond.name in _KICKABLE
+            return True
+    return True
+
+
+# -- core hooks (registered before every feature) ---------------------------
+core = Feature("core", defaults=CORE_DEFAULTS)
+
+
+@core.hook("muc-get-default-role", priority=-1)
+def _default_role(event):
+    aff = event.affiliation
+    if aff in ("owner", "admin"):
+        return "moderator"
+    if aff == "outcast":
+        return "none"
+    return "participant"
+
+
+@core.hook("muc-occupant-pre-join", priority=2)
+def _nick_valid(event):
+    nick = event.occupant.nick
+    if not nick or not nick.strip():
+        raise stanza_error("not-allowed", "modify", "Invisible nicknames are forbidden")
+
+
+@core.hook("muc-occupant-pre-change", priority=2)
+def _nick_valid_change(event):
+    nick = event.new_nick
+    if nick is not None and not nick.strip():
+        raise stanza_error("not-allowed", "modify", "Invisible nicknames are forbidden")
+
+
+@core.hook("muc-occupant-pre-join", priority=-10)
+def _banned(event):
+    if event.affiliation == "outcast":
+        raise stanza_error("forbidden", "auth", "You have been banned from this room")
+
+
+@core.hook("muc-occupant-session-new", priority=20)
+def _send_subject(event):
+    """Always send the subject (empty when unset): clients wait for it (GUIDE §7.12)."""
+    room = event.room
+    msg = Element((None, "message"))
+    msg["type"] = "groupchat"
+    msg["from"] = room.config.get("subject_from") or room.jid
+    msg["to"] = event.occupant.jid
+    subj = msg.addElement("subject")
+    if room.config.get("subject"):
+        subj.addContent(room.config["subject"])
+    room.route(msg)
