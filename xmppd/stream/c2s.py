@@ -23,7 +23,7 @@ from twisted.words.protocols.jabber.jid import resourceprep
 from twisted.words.xish import domish
 
 from xmppd.jid import parse_or_none
-from xmppd.router import NS_CLIENT, error_reply, result_reply
+from xmppd.router import NS_CLIENT, SUBSCRIPTION_TYPES, error_reply, result_reply
 from xmppd.storage.accounts import AccountError, dummy_hash, hash_password, verify_password
 from xmppd.stream import sasl as saslmod
 from xmppd.stream import tls as tlsmod
@@ -39,6 +39,7 @@ NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 XML_LANG = ("http://www.w3.org/XML/1998/namespace", "lang")
 
 MAX_SASL_FAILURES = 3
+CLOSE_GRACE = 10  # seconds a closing peer gets to finish the TLS shutdown
 _LANG_RE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
 
 # Pre-serialised protocol snippets (sent verbatim, never built per stream).
@@ -324,6 +325,7 @@ class C2SStream(xmlstream.XmlStream):
         self.directed = {}          # key -> 'to' of directed available presence
         self._timer = None
         self._idleTimer = None
+        self._closeTimer = None
         self._last = 0.0
         self._handlers = {"message": self.onMessage, "presence": self.onPresence,
                           "iq": self.onIq}
@@ -380,10 +382,10 @@ class C2SStream(xmlstream.XmlStream):
     def connectionLost(self, reason):
         self.closing = True
         self.service.streams.discard(self)
-        for t in (self._timer, self._idleTimer):
+        for t in (self._timer, self._idleTimer, self._closeTimer):
             if t is not None and t.active():
                 t.cancel()
-        self._timer = self._idleTimer = None
+        self._timer = self._idleTimer = self._closeTimer = None
         if self.bound:
             self.bound = False
             self.router.sessions.remove(self)
@@ -491,7 +493,7 @@ class C2SStream(xmlstream.XmlStream):
                      cond=condition, text=f": {text}" if text else "",
                      who=self.full or self.peer)
         self.closing = True
-        self.transport.loseConnection()
+        self._loseConnection()
 
     def close(self):
         """Close our side of the stream cleanly."""
@@ -503,7 +505,18 @@ class C2SStream(xmlstream.XmlStream):
                 self.sid = secrets.token_hex(8)
             self.sendHeader()
         self.transport.write(_FOOTER)
+        self._loseConnection()
+
+    def _loseConnection(self):
+        # A TLS peer that never answers close_notify would keep the socket
+        # forever; abort it after a grace period.
         self.transport.loseConnection()
+        if self._closeTimer is None:
+            self._closeTimer = reactor.callLater(CLOSE_GRACE, self._abort)
+
+    def _abort(self):
+        self._closeTimer = None
+        self.transport.abortConnection()
 
     # Session interface used by the router.
 
@@ -549,7 +562,8 @@ class C2SStream(xmlstream.XmlStream):
             self._sendDirectedUnavailable()
         self.streamError("conflict", "replaced by a new session")
 
-    def _sendDirectedUnavailable(self):
+    def _sendDirectedUnavailable(self, status=None):
+        """Tell everyone we sent directed presence to that we are gone (fresh element each)."""
         directed, self.directed = self.directed, {}
         route = self.router.route
         for to in directed.values():
@@ -557,6 +571,8 @@ class C2SStream(xmlstream.XmlStream):
             p["from"] = self.full
             p["to"] = to
             p["type"] = "unavailable"
+            if status:
+                p.addElement("status", content=status)
             try:
                 route(p)
             except Exception:
@@ -594,10 +610,9 @@ class C2SStream(xmlstream.XmlStream):
             elif t == "unavailable":
                 self.available = False
                 if self.directed:
-                    directed, self.directed = self.directed, {}
-                    for dest in directed.values():
-                        attrs["to"] = dest
-                        self.router.route(el)
+                    # RFC 6121 §4.6.3: entities that got directed presence learn we left.
+                    status = el.status
+                    self._sendDirectedUnavailable(str(status) if status is not None else None)
             return
         j = parse_or_none(to)
         if j is None:
@@ -609,6 +624,8 @@ class C2SStream(xmlstream.XmlStream):
             self.directed[self._directedKey(j)] = to
         elif t == "unavailable":
             self.directed.pop(self._directedKey(j), None)
+        elif t in SUBSCRIPTION_TYPES:
+            attrs["from"] = self.bare   # RFC 6121 §3.1.2: subscriptions come from the bare JID
         self.router.route(el)
 
     def onIq(self, el):
