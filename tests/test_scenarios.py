@@ -18,6 +18,13 @@ from xmppd.testing.runner import run_file
 # (non-strict: an unexpected pass is reported, not an error). Flip to False when the MUC is in.
 MUC_XFAIL = False
 
+# Our own scripts that xmppd does not pass yet, with the reason (they pass against Prosody 0.12.3).
+# strict=True: when the server is fixed the XPASS fails the run, so the entry gets removed.
+KNOWN_SERVER_GAPS = {
+    "routing_presence_self.scs": "available presence is not broadcast to the user's own "
+                                 "resources (RFC 6121 4.2.2)",
+}
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OWN_DIR = REPO_ROOT / "tests" / "scenarios"
 SHARED_DIR = REPO_ROOT.parent / "shared" / "scansion"
@@ -28,7 +35,11 @@ RECEIVE_TIMEOUT = 5.0
 
 
 def _params():
-    params = [pytest.param(p, id=f"own/{p.name}") for p in sorted(OWN_DIR.glob("*.scs"))]
+    params = []
+    for p in sorted(OWN_DIR.glob("*.scs")):
+        gap = KNOWN_SERVER_GAPS.get(p.name)
+        marks = [pytest.mark.xfail(reason=f"server gap: {gap}", strict=True)] if gap else []
+        params.append(pytest.param(p, id=f"own/{p.name}", marks=marks))
     if SHARED_DIR.is_dir():
         marks = [pytest.mark.xfail(reason="MUC not implemented yet (MUC_XFAIL)", strict=False)] if MUC_XFAIL else []
         params += [pytest.param(p, id=f"shared/{p.name}", marks=marks) for p in sorted(SHARED_DIR.glob("*.scs"))]
