@@ -110,8 +110,7 @@ def _parse_item(room, item):
     reason = _reason(item)
     if aff is not None and role is None:
         if bare is None:
-            raise stanza_error("bad-request", "modify") if nick is None else \
-                stanza_error("item-not-found", "cancel")
+            raise stanza_error("bad-request", "modify")
         if aff not in AFFILIATIONS:
             raise stanza_error("bad-request", "modify", "Invalid affiliation")
         return ("affiliation", bare, aff, nick, reason)
@@ -127,32 +126,23 @@ def _parse_item(room, item):
     raise stanza_error("bad-request", "modify")
 
 
-def _check_affiliation(room, actor, bare, aff):
-    """The privilege rules of set_affiliation, without applying anything."""
-    actor_aff = room.get_affiliation(actor)
-    previous = room.affiliations.get(bare, "none")
-    if actor_aff == "owner":
-        if bare == jidlib.parse(actor).userhost() and previous == "owner" and aff != "owner":
-            if not [o for o in room.owners() if o != bare]:
-                raise stanza_error("conflict", "cancel", "A room needs at least one owner")
-        return
-    if actor_aff == "admin":
-        if aff in ("owner", "admin") or previous in ("owner", "admin"):
-            raise stanza_error("not-allowed", "cancel")
-        return
-    raise stanza_error("forbidden", "auth")
-
-
 def set_items(room, query, frm):
     items = _items(query)
     if not items:
         raise stanza_error("bad-request", "modify")
     parsed = [_parse_item(room, it) for it in items]
+    owners = set(room.owners())
     for kind, target, value, nick, reason in parsed:
         if kind == "affiliation":
-            _check_affiliation(room, frm, target, value)
+            room.check_affiliation_change(frm, target, value)
+            if value == "owner":
+                owners.add(target)
+            else:
+                owners.discard(target)
         else:
             room.may_set_role(frm, target, value)
+    if not owners:
+        raise stanza_error("conflict", "cancel", "A room needs at least one owner")
     for kind, target, value, nick, reason in parsed:
         if kind == "affiliation":
             data = None

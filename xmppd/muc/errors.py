@@ -51,6 +51,7 @@ def error_reply(stanza, condition, type=None, text=None, by=None, keep=()):
     if isinstance(condition, StanzaError):
         e = condition
         condition, type, text = e.condition, e.type, e.text
+        by = getattr(e, "by", None) or by
     reply = Element((None, stanza.name))
     reply["type"] = "error"
     if stanza.getAttribute("from"):

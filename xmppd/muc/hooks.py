@@ -67,7 +67,7 @@ key                   default       read by the core for
 ====================  ============  ===========================================
 name                  ""            disco identity name
 persistent            False         destroy when empty; persist to RoomStore
-public                True          listed in service disco#items
+public                False         listed in service disco#items (Prosody: hidden)
 members_only          False         (members_only feature)
 moderated             False         default role visitor (moderated feature)
 whois                 "moderators"  'moderators'|'anyone': who sees real JIDs

@@ -45,6 +45,9 @@ def handle(room, iq, query, frm, itype):
         ftype = child.getAttribute("type")
         if ftype == "cancel":
             room.hooks.fire("muc-config-cancelled", Event(room=room, actor=frm))
+            if room.config.get("locked"):
+                # §10.1.3: cancelling the initial configuration destroys the room
+                room.service.after_reply(lambda: room.destroy(actor=frm))
             return None
         if ftype != "submit":
             raise stanza_error("bad-request", "modify", "Not a submitted form")

@@ -43,7 +43,7 @@ AFFILIATIONS = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
 CORE_DEFAULTS = {
     "name": "",
     "persistent": False,
-    "public": True,
+    "public": False,          # Prosody's default: rooms are hidden until made public
     "members_only": False,
     "moderated": False,
     "whois": "moderators",
@@ -193,18 +193,7 @@ class Room:
         previous = self.affiliations.get(bare, "none")
         downgrade = AFFILIATIONS[previous] > AFFILIATIONS[affiliation]
         if actor is not None:
-            actor_aff = self.get_affiliation(actor)
-            if actor_aff == "owner":
-                if _bare(actor) == bare and downgrade and previous == "owner":
-                    if not [o for o in self.owners() if o != bare]:
-                        raise stanza_error("conflict", "cancel", "A room needs at least one owner")
-            elif actor_aff == "admin":
-                if (affiliation in ("owner", "admin") or previous in ("owner", "admin")):
-                    raise stanza_error("not-allowed", "cancel")
-            else:
-                raise stanza_error("forbidden", "auth")
-            if bare in self.service.admins and affiliation != "owner":
-                raise stanza_error("not-allowed", "cancel", "Service administrators are owners")
+            self.check_affiliation_change(actor, bare, affiliation)
         ev = Event(room=self, jid=bare, affiliation=affiliation, previous=previous,
                    actor=actor, reason=reason, data=data)
         self.hooks.fire("muc-pre-set-affiliation", ev)
@@ -264,25 +253,54 @@ class Room:
         self.hooks.fire("muc-set-affiliation", ev)
         return True
 
+    def check_affiliation_change(self, actor, bare, affiliation):
+        """XEP-0045 §9/§10 privilege rules for an affiliation change; raises StanzaError.
+
+        Owners may do anything but leave the room without an owner
+        (conflict); admins manage members and outcasts only: granting
+        admin/owner is forbidden, touching an admin or owner not-allowed.
+        """
+        actor_aff = self.get_affiliation(actor)
+        previous = self.affiliations.get(bare, "none")
+        if actor_aff == "owner":
+            if previous == "owner" and affiliation != "owner":
+                if not [o for o in self.owners() if o != bare]:
+                    raise stanza_error("conflict", "cancel", "A room needs at least one owner")
+        elif actor_aff == "admin":
+            if affiliation in ("owner", "admin"):
+                raise stanza_error("forbidden", "auth", "Only owners may change the owner and admin lists")
+            if previous in ("owner", "admin"):
+                raise stanza_error("not-allowed", "cancel")
+        else:
+            raise stanza_error("forbidden", "auth")
+        if bare in self.service.admins and affiliation != "owner":
+            raise stanza_error("not-allowed", "cancel", "Service administrators are owners")
+
     # -- roles -----------------------------------------------------------
     def may_set_role(self, actor, occ, role):
-        ev = Event(room=self, actor=actor, occupant=occ, role=role, previous=occ.role)
-        self.hooks.fire("muc-pre-set-role", ev)
-        actor_aff = self.get_affiliation(actor)
-        occ_aff = self.get_affiliation(occ.bare)
+        """XEP-0045 §8/§9 privilege rules for changing ``occ``'s role; raises StanzaError.
+
+        Only moderators in the room may change roles (forbidden); nobody acts
+        on a higher affiliation (not-allowed); admins and owners never lose
+        voice or moderator status (not-allowed); granting or revoking
+        moderator needs an admin or owner (forbidden).
+        """
+        self.hooks.fire("muc-pre-set-role", Event(room=self, actor=actor, occupant=occ, role=role,
+                                                  previous=occ.role))
         actor_occ = self.by_jid.get(actor)
         if actor_occ is None or actor_occ.role != "moderator":
-            if actor_aff not in ("owner", "admin"):
-                raise stanza_error("forbidden", "auth")
+            raise stanza_error("forbidden", "auth", "Only moderators may change roles")
+        actor_aff = self.get_affiliation(actor)
+        occ_aff = self.get_affiliation(occ.bare)
         if AFFILIATIONS[actor_aff] < AFFILIATIONS[occ_aff]:
             raise stanza_error("not-allowed", "cancel")
-        if role == "none" and occ_aff in ("owner", "admin") and actor_aff != "owner":
-            raise stanza_error("not-allowed", "cancel")
-        if occ_aff in ("owner", "admin") and role != "moderator" and AFFILIATIONS[actor_aff] <= AFFILIATIONS[occ_aff]:
-            raise stanza_error("not-allowed", "cancel")
-        if occ.role == "moderator" or role == "moderator":
+        if occ_aff in ("owner", "admin") and role in ("visitor", "participant"):
+            raise stanza_error("not-allowed", "cancel",
+                               "Admins and owners keep their moderator role")
+        if role == "moderator" or (occ.role == "moderator" and role != "none"):
             if actor_aff not in ("owner", "admin"):
-                raise stanza_error("not-allowed", "cancel")
+                raise stanza_error("forbidden", "auth",
+                                   "Only admins and owners may grant or revoke moderator status")
 
     def set_role(self, actor, occ, role, reason=None):
         """Change an occupant's role (``actor`` None = the service). Raises StanzaError."""
@@ -451,6 +469,7 @@ class Room:
         self.by_jid[occ.jid] = occ
 
     def _remove(self, occ):
+        occ.payload = ""     # removed without a leave presence of its own: a bare unavailable
         if self.occupants.get(occ.nick) is occ:
             del self.occupants[occ.nick]
         if self.by_jid.get(occ.jid) is occ:
@@ -884,3 +903,12 @@ def _send_subject(event):
     if room.config.get("subject"):
         subj.addContent(room.config["subject"])
     room.route(msg)
+
+
+@core.hook("muc-disco#info", priority=100)
+def _core_disco(event):
+    from wokkel.data_form import Field
+    event.features.update(("http://jabber.org/protocol/muc#stable_id",
+                           "http://jabber.org/protocol/muc#self-ping-optimization"))
+    event.form.append(Field("text-single", var="muc#roominfo_occupants",
+                            label="Number of occupants", value=str(len(event.room.occupants))))

@@ -148,7 +148,10 @@ class MUCService(XMPPHandler):
             if name == "presence" and stype is None and nick is not None \
                     and _child(stanza, NS_MUC, "x") is not None:
                 return self.create_room(stanza, frm, room_jid, nick)
-            if stype != "error" and not (name == "presence" and stype == "unavailable"):
+            if name == "presence" and stype is None and nick is None:
+                self.send(error_reply(stanza, "jid-malformed", "modify", by=room_jid,
+                                      text="A nickname is required to join"))
+            elif stype != "error" and not (name == "presence" and stype == "unavailable"):
                 self.send(error_reply(stanza, "item-not-found", "cancel", by=self.domain))
             return True
         if name == "presence":
@@ -287,6 +290,8 @@ class MUCService(XMPPHandler):
         if target.user is not None or nodeIdentifier:
             return []
         return [disco.DiscoIdentity("conference", "text", "Chatrooms"),
+                disco.DiscoFeature(NS_DISCO_INFO),
+                disco.DiscoFeature(NS_DISCO_ITEMS),
                 disco.DiscoFeature(NS_MUC)]
 
     def getDiscoItems(self, requestor, target, nodeIdentifier=""):

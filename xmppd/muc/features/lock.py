@@ -18,7 +18,10 @@ def _lock(event):
 @feature.hook("muc-occupant-pre-join", priority=-30)
 def _deny_while_locked(event):
     if not event.is_new_room and event.room.config.get("locked"):
-        raise stanza_error("item-not-found", "cancel", "This room is locked")
+        # Prosody answers from the service (by=<muc domain>), as for a missing room
+        err = stanza_error("item-not-found", "cancel", "This room is locked")
+        err.by = event.room.service.domain
+        raise err
 
 
 @feature.hook("muc-config-submitted", priority=-1)
