@@ -528,3 +528,22 @@ def test_connection_lines_are_logged_and_insecure_warning(dev_server, raw):
     log = dev_server.wait_for_log(r"connection closed \(logme@localhost/raw\)").string
     assert "INSECURE AUTH" in log
     assert "authenticated as logme@localhost/raw" in log
+
+
+def test_trace_logs_stanzas_with_session_but_never_credentials(tmp_path_factory):
+    server = start_server(tmp_path_factory, "--insecure-auth", "--trace")
+    c = Raw(server.port)
+    try:
+        c.open(); c.starttls()
+        assert c.auth("tracy", "hunter2-password").tag == f"{{{NS_SASL}}}success"
+        c.open(); c.bind("t")
+        c.send("<iq type='get' id='traced' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        c.next()
+        log = server.wait_for_log(r"OUT <iq [^\n]*id='traced'").string
+        assert "tracy@localhost/t IN <iq" in log
+        secret = base64.b64encode(b"\0tracy\0hunter2-password").decode()
+        assert "hunter2" not in log and secret not in log
+        assert "[redacted]" in log
+    finally:
+        c.close()
+        server.stop()
