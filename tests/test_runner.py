@@ -426,3 +426,28 @@ def test_run_prosody_background_and_stop(tmp_path):
         stopped = subprocess.run([sys.executable, str(RUN_PROSODY), "--stop", str(state)],
                                  capture_output=True, text=True, timeout=30)
     assert stopped.returncode == 0 and f"stopped prosody {pid}" in stopped.stdout
+
+
+def test_scansion_script_uses_a_fresh_server_per_file(tmp_path):
+    """scripts/scansion starts a server per script, so the same room script passes twice in a row."""
+    own = REPO_ROOT / "tests" / "scenarios" / "c2s_ping_server.scs"
+    bad = _write(tmp_path, "bad.scs", """\
+        [Client] Romeo
+        	jid: user@localhost
+        	password: password
+        -----
+        Romeo connects
+        Romeo sends:
+        	<iq type='get' to='localhost' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>
+        Romeo receives:
+        	<iq type='result' id='p1' from='elsewhere'/>
+        """)
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "scansion"), "--timeout", "1", "-v",
+                          str(own), str(own), str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.count(f"PASS {own}") == 2
+    assert f"FAIL {bad}:8: Romeo: no matching stanza" in out.stdout
+    assert "2 passed, 1 failed (server: xmppd)" in out.stdout
+    # -v traces the traffic but never the SASL credentials
+    assert "<ping xmlns='urn:xmpp:ping'/>" in out.stderr
+    assert "(credentials not shown)" in out.stderr and "AHVzZXIAcGFzc3dvcmQ=" not in out.stderr

@@ -240,7 +240,10 @@ class Client:
         if "PLAIN" not in offered:
             raise ClientError(f"SASL PLAIN not offered (mechanisms: {offered})")
         token = base64.b64encode(f"\0{self.local}\0{self.password}".encode("utf-8")).decode("ascii")
-        self._write(f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>")
+        auth = f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>{token}</auth>"
+        self._trace("->", f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>(credentials not shown)</auth>")
+        assert self._writer is not None
+        self._writer.write(auth.encode("utf-8"))
         answer = await self._next_element("SASL result")
         if answer.tag != f"{{{SASL_NS}}}success":
             conds = [c.tag.rsplit("}", 1)[-1] for c in answer]
