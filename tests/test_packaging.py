@@ -146,3 +146,59 @@ def test_pip_install_makes_twistd_xmppd_available(tmp_path, editable):
         assert all(f.startswith("xmppd/") or f == "twisted/plugins/xmppd_plugin.py"
                    for f in installed), installed
         assert "twisted/__init__.py" not in files and "twisted/plugins/__init__.py" not in files
+
+
+# --- launch files the README promises ------------------------------------------------
+
+def _unit():
+    """conf/xmppd.service as {key: [values]} (systemd allows repeated keys)."""
+    settings = {}
+    for line in (REPO_ROOT / "conf" / "xmppd.service").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_systemd_unit_runs_twistd_unprivileged_sandboxed_and_restarting():
+    unit = _unit()
+    (exec_start,) = unit["ExecStart"]
+    argv = exec_start.split()
+    assert argv[0].endswith("/twistd")
+    assert argv[1:argv.index("xmppd")] and "-n" in argv and "--pidfile=" in argv
+    assert argv[argv.index("xmppd") + 1:] == ["--config", "/etc/xmppd/xmppd.toml"]
+    assert unit["User"] == ["xmppd"] and unit["Restart"] == ["on-failure"]
+    # Config errors (78) and usage errors (64) must not cause a restart loop.
+    assert set(unit["RestartPreventExitStatus"][0].split()) == {"64", "78"}
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+                       "PrivateTmp": "yes", "CapabilityBoundingSet": "",
+                       "StateDirectory": "xmppd"}.items():
+        assert unit[key] == [value], key
+    assert "/var/lib/xmppd" in unit["ReadWritePaths"]
+
+
+def test_systemd_unit_passes_systemd_analyze(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    # verify checks that ExecStart exists, so point it at a real executable.
+    text = (REPO_ROOT / "conf" / "xmppd.service").read_text()
+    unit = tmp_path / "xmppd.service"
+    unit.write_text(text.replace("/opt/xmppd/bin/twistd", sys.executable))
+    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if "xmppd.service" in line]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+
+
+def test_readme_commands_exist_and_ci_runs_the_readme_test_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for script in ("scripts/dev-server", "scripts/test"):
+        assert f"./{script}" in readme
+        assert os.access(REPO_ROOT / script, os.X_OK), script
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
+    assert "./scripts/test" in ci and os.access(REPO_ROOT / ".ci" / "run", os.X_OK)
+    assert "editable_mode=compat" in (REPO_ROOT / "scripts" / "setup-venv").read_text()
