@@ -34,14 +34,14 @@ def handle(room, iq, query, frm, itype):
 def get_list(room, query, frm):
     items = _items(query)
     if not items:
-        raise stanza_error("bad-request", "modify")
+        raise stanza_error("bad-request", "cancel")
     item = items[0]
     aff = item.getAttribute("affiliation")
     role = item.getAttribute("role")
     result = Element((NS_ADMIN, "query"))
     if aff is not None and role is None:
         if aff not in AFFILIATIONS:
-            raise stanza_error("bad-request", "modify")
+            raise stanza_error("bad-request", "cancel")
         mine = AFFILIATIONS[room.get_affiliation(frm)]
         if not ((mine >= AFFILIATIONS["admin"] and mine >= AFFILIATIONS[aff])
                 or (room.config.get("members_only") and room.whois_anyone
@@ -61,7 +61,7 @@ def get_list(room, query, frm):
         return result
     if role is not None and aff is None:
         if role not in ROLES:
-            raise stanza_error("bad-request", "modify")
+            raise stanza_error("bad-request", "cancel")
         occ = room.by_jid.get(frm)
         my_role = occ.role if occ else room.get_default_role(room.get_affiliation(frm))
         if my_role != "moderator":
@@ -75,7 +75,7 @@ def get_list(room, query, frm):
             it["jid"] = o.jid
             it["nick"] = o.nick
         return result
-    raise stanza_error("bad-request", "modify")
+    raise stanza_error("bad-request", "cancel")
 
 
 def _parse_item(room, item):
@@ -110,26 +110,26 @@ def _parse_item(room, item):
     reason = _reason(item)
     if aff is not None and role is None:
         if bare is None:
-            raise stanza_error("bad-request", "modify")
+            raise stanza_error("bad-request", "cancel")
         if aff not in AFFILIATIONS:
-            raise stanza_error("bad-request", "modify", "Invalid affiliation")
+            raise stanza_error("not-acceptable", "modify", "Invalid affiliation")
         return ("affiliation", bare, aff, nick, reason)
     if role is not None and aff is None:
         if nick is None:
-            raise stanza_error("bad-request", "modify")
+            raise stanza_error("bad-request", "cancel")
         if role not in ROLES:
-            raise stanza_error("bad-request", "modify", "Invalid role")
+            raise stanza_error("not-acceptable", "modify", "Invalid role")
         occ = room.occupants.get(nick)
         if occ is None:
-            raise stanza_error("item-not-found", "cancel")
+            raise stanza_error("item-not-found", "modify")   # Prosody's type
         return ("role", occ, role, nick, reason)
-    raise stanza_error("bad-request", "modify")
+    raise stanza_error("bad-request", "cancel")
 
 
 def set_items(room, query, frm):
     items = _items(query)
     if not items:
-        raise stanza_error("bad-request", "modify")
+        raise stanza_error("bad-request", "cancel")
     parsed = [_parse_item(room, it) for it in items]
     owners = set(room.owners())
     for kind, target, value, nick, reason in parsed:

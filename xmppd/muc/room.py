@@ -518,7 +518,7 @@ class Room:
         elif ptype == "probe":
             self.respond_to_probe(stanza, frm, nick, occ)
         elif ptype in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
-            self.send_error(stanza, stanza_error("bad-request", "modify"))
+            self.send_error(stanza, stanza_error("service-unavailable", "cancel"), by=False)
         else:
             self.send_error(stanza, stanza_error("bad-request", "modify"))
 
@@ -678,7 +678,7 @@ class Room:
                     return
                 if not handled:
                     self.send_error(stanza, stanza_error(
-                        "bad-request" if _has(stanza, NS_USER, "x") else "feature-not-implemented"))
+                        "bad-request" if _has(stanza, NS_USER, "x") else "service-unavailable"), by=False)
             return
         self.private_message(stanza, frm, nick)
 
