@@ -40,7 +40,8 @@ class XmppdServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, args, data_dir, domain="localhost", muc_domain=None):
+    def __init__(self, args, data_dir, domain="localhost", muc_domain=None, command=None):
+        """``command`` replaces ``python -m twisted ... xmppd`` (e.g. scripts/dev-server)."""
         self.args = list(args)
         self.data_dir = Path(data_dir)
         self.domain = domain
@@ -52,7 +53,8 @@ class XmppdServer:
         self._listening = threading.Event()
         self._eof = threading.Event()
         self.proc = subprocess.Popen(
-            server_command(*self.args), cwd=REPO_ROOT, env=server_env(),
+            [*map(str, command), *map(str, self.args)] if command else server_command(*self.args),
+            cwd=REPO_ROOT, env=server_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -17,6 +17,7 @@ backend from the package index as it would for a user.
 """
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -202,3 +203,31 @@ def test_readme_commands_exist_and_ci_runs_the_readme_test_command():
     assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
     assert "./scripts/test" in ci and os.access(REPO_ROOT / ".ci" / "run", os.X_OK)
     assert "editable_mode=compat" in (REPO_ROOT / "scripts" / "setup-venv").read_text()
+
+
+def test_dev_server_script_serves_in_insecure_auth_mode(tmp_path):
+    """README's run command. Needs the .venv that ./scripts/test (and so CI) creates."""
+    if not (REPO_ROOT / ".venv" / ".xmppd-installed").exists():
+        pytest.skip("no .venv yet: ./scripts/test creates it")
+    from conftest import XmppdServer
+    server = XmppdServer(["--c2s-port", "0", "--data-dir", tmp_path / "data"], tmp_path / "data",
+                         command=[REPO_ROOT / "scripts" / "dev-server"])
+    try:
+        server.wait_listening()
+        log = server.log()
+        assert "INSECURE AUTH" in log and "twistd" in log
+        assert str(REPO_ROOT / ".venv") in log          # twistd from the project venv
+        assert (tmp_path / "data" / "xmppd-dev-cert.pem").exists()
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' "
+                         b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                         b"version='1.0'>")
+            data = b""
+            while b"</stream:features>" not in data:
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+            assert b"<mechanism>PLAIN</mechanism>" in data
+    finally:
+        server.stop()
+    assert "Server Shut Down" in server.log()
