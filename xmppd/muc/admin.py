@@ -47,7 +47,7 @@ def get_list(room, query, frm):
                 or (room.config.get("members_only") and room.whois_anyone
                     and mine >= AFFILIATIONS["member"])):
             raise stanza_error("forbidden", "auth")
-        for bare, a in sorted(room.affiliations.items()):
+        for bare, a in list(room.affiliations.items()):
             if a != aff:
                 continue
             it = result.addElement("item")
