@@ -205,7 +205,10 @@ def test_insecure_auth_is_announced_loudly(xmppd_server):
 
 
 def test_sigterm_shuts_down_cleanly(xmppd_server):
-    status = xmppd_server.stop()
+    # A stream reply proves the reactor runs, so its SIGTERM handler is installed.
+    with open_stream(xmppd_server) as sock:
+        read_until(sock, b"</stream:features>")
+        status = xmppd_server.stop()
     assert status in (0, -signal.SIGTERM)
     assert "Main loop terminated" in xmppd_server.log()
     assert "Traceback" not in xmppd_server.log()
