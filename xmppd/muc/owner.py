@@ -25,7 +25,7 @@ def handle(room, iq, query, frm, itype):
         return result
     child = query.firstChildElement()
     if child is None:
-        raise stanza_error("bad-request", "modify")
+        raise stanza_error("bad-request", "cancel")
     if child.name == "destroy":
         alt = child.getAttribute("jid")
         if alt is not None:
@@ -50,10 +50,10 @@ def handle(room, iq, query, frm, itype):
                 room.service.after_reply(lambda: room.destroy(actor=frm))
             return None
         if ftype != "submit":
-            raise stanza_error("bad-request", "modify", "Not a submitted form")
+            raise stanza_error("bad-request", "cancel", "Not a submitted form")
         submit(room, child, frm)
         return None
-    raise stanza_error("bad-request", "modify")
+    raise stanza_error("bad-request", "cancel")
 
 
 def form_fields(room, actor):
@@ -95,7 +95,7 @@ def submit(room, x, actor):
                     if v.name == "value":
                         form_type = str(v).strip()
         if form_type != NS_ROOMCONFIG:
-            raise stanza_error("bad-request", "modify", "Form is not of type room configuration")
+            raise stanza_error("bad-request", "cancel", "Form is not of type room configuration")
         defs = _field_defs(form_fields(room, actor))
         try:
             form = data_form.Form.fromElement(x)

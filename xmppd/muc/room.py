@@ -341,9 +341,12 @@ class Room:
             return
         self.route(error_reply(stanza, err, by=self.jid if by else None, keep=keep))
 
-    def _build_x(self, occ, codes, with_jid, actor_nick, actor_jid, reason, nick, self_codes=()):
+    def _build_x(self, occ, codes, with_jid, actor_nick, actor_jid, reason, nick, self_codes=(),
+                 trailing=()):
         x = Element((NS_USER, "x"))
         for c in codes:
+            x.addElement("status")["code"] = c
+        for c in self_codes:
             x.addElement("status")["code"] = c
         item = x.addElement("item")
         item["affiliation"] = self.get_affiliation(occ.bare)
@@ -360,7 +363,7 @@ class Room:
                 a["nick"] = actor_nick
         if reason:
             item.addElement("reason", content=reason)
-        for c in self_codes:
+        for c in trailing:
             x.addElement("status")["code"] = c
         return x
 
@@ -410,9 +413,8 @@ class Room:
             x = self._build_x(occ, codes, True, actor_nick, None, reason, nick)
             self.route_many(self._presence(occ, x, unav), same)
         # the occupant itself
-        x = self._build_x(occ, codes, True, actor_nick, None, reason, nick,
-                          tuple(self_codes) + ("110",))
-        p = self._presence(occ, x, unavailable)
+        x = self._build_x(occ, codes, True, actor_nick, None, reason, nick, self_codes, ("110",))
+        p = self._presence(occ, x, occ.role == "none" or not occ.available)
         p["to"] = occ.jid
         self.route(p)
 
@@ -811,9 +813,6 @@ class Room:
         for occ in list(self.occupants.values()):
             self._remove(occ)
             x = Element((NS_USER, "x"))
-            item = x.addElement("item")
-            item["affiliation"] = self.get_affiliation(occ.bare)
-            item["role"] = "none"
             d = x.addElement("destroy")
             if alternate:
                 d["jid"] = alternate
@@ -821,6 +820,11 @@ class Room:
                 d.addElement("reason", content=reason)
             if password:
                 d.addElement("password", content=password)
+            item = x.addElement("item")
+            item["affiliation"] = self.get_affiliation(occ.bare)
+            item["role"] = "none"
+            item["jid"] = occ.jid
+            x.addElement("status")["code"] = "110"
             p = Element((None, "presence"))
             p["from"] = occ.room_jid
             p["to"] = occ.jid
