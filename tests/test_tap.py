@@ -212,3 +212,15 @@ def test_sigterm_shuts_down_cleanly(xmppd_server):
     assert status in (0, -signal.SIGTERM)
     assert "Main loop terminated" in xmppd_server.log()
     assert "Traceback" not in xmppd_server.log()
+
+
+def test_port_in_use_exits_with_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_xmppd("--c2s-port", port, "--data-dir", tmp_path / "data")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 71, out
+    assert f"xmppd: error: cannot listen on 127.0.0.1:{port}: Address already in use" in out
+    assert "Traceback" not in out

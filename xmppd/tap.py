@@ -2,18 +2,22 @@
 
 Errors in the options or the configuration end the process with exactly one
 line on stderr (``xmppd: error: ...``) and a non-zero status: 64 (EX_USAGE)
-for malformed flags, 78 (EX_CONFIG) for an invalid configuration. twistd's
+for malformed flags, 78 (EX_CONFIG) for an invalid configuration, 71
+(EX_OSERR) when the port cannot be bound. twistd's
 own handling would print the whole --help text above the message, which
 buries the one line that matters.
 """
 import os
 import sys
 
+from twisted.application import service
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from xmppd import config as configmod
 
 EX_USAGE = 64
+EX_OSERR = 71
 EX_CONFIG = 78
 
 
@@ -96,12 +100,33 @@ class Options(usage.Options):
         self.config = configmod.load(self["config"], overrides, extra_admins=self["admins"])
 
 
+class ServerService(service.MultiService):
+    """The server's service tree, started so that a busy port gives one line, not a traceback.
+
+    Both twistd and twist call startService before the reactor runs, so
+    exiting here stops the process before it serves anything (status 71,
+    EX_OSERR; systemd's Restart=on-failure retries, as the port may free up).
+    """
+
+    def __init__(self, tree):
+        super().__init__()
+        tree.setServiceParent(self)
+        self.router = getattr(tree, "router", None)
+
+    def startService(self):
+        try:
+            super().startService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            fail(f"cannot listen on {e.interface or '*'}:{e.port}: {reason}", EX_OSERR)
+
+
 def makeService(options):
     """Build the service tree: storage, router, server services, MUC, c2s listener."""
     from xmppd.server import build
     cfg = options.config
     try:
-        return build(cfg)
+        return ServerService(build(cfg))
     except configmod.ConfigError as e:
         fail(str(e), EX_CONFIG)
     except OSError as e:
