@@ -72,7 +72,7 @@ def handle(room, iq, query, frm, itype):
         raise stanza_error("bad-request", "modify", "Error in form")
     wanted = values.get("muc#register_roomnick") or []
     if len(wanted) != 1 or not wanted[0].strip():
-        raise stanza_error("not-acceptable", "modify", "A nickname is required")
+        raise stanza_error("bad-request", "modify", "A nickname is required")
     j = jidlib.parse_or_none(room.jid + "/" + wanted[0])
     if j is None or not j.resource:
         raise stanza_error("bad-request", "modify", "Invalid nickname")
