@@ -21,7 +21,7 @@ def _items(query):
 def _reason(item):
     for c in item.elements():
         if c.name == "reason":
-            return str(c)
+            return str(c) or None     # clients send an empty <reason/> for "no reason"
     return None
 
 
