@@ -1,36 +1,152 @@
-"""Storage: accounts, rooms, affiliations, reserved nicks (SQLite by default).
+"""Storage: accounts, rooms, affiliations, reserved nicks, offline messages (SQLite by default).
 
-``open_storage(cfg)`` returns a :class:`Storage` service with two parts that
-callers use through their interfaces only, so another backend can be added:
+``open_storage(cfg)`` returns a :class:`Storage` service whose parts callers
+use through their methods only, so another backend (PostgreSQL is planned)
+can provide the same objects without touching the MUC or c2s code:
 
 * ``storage.accounts`` -- :class:`xmppd.storage.accounts.AccountStore`
 * ``storage.rooms``    -- :class:`xmppd.storage.rooms.RoomStore`
+* ``storage.offline``  -- :class:`xmppd.storage.offline.OfflineStore`
+
+Contract for every backend: a write method returns only once its change is
+committed (so the caller may acknowledge it to a client), raises on failure
+(``xmppd.storage.db.error_condition(exc)`` maps the exception to the stanza
+error the client gets), and reads see all writes that returned before them.
+
+The SQLite file is ``<data_dir>/xmppd.sqlite3``; its schema is versioned
+(``PRAGMA user_version``) and migrated forward by
+:mod:`xmppd.storage.migrations` when it is opened.
 """
+import fcntl
 import os
+import time
 
 from twisted.application import service
+from twisted.internet import task
+from twisted.logger import Logger
 
-from xmppd.storage.db import Database
+from xmppd.storage.db import Database, StorageError
+
+DB_FILENAME = "xmppd.sqlite3"
+LOCK_FILENAME = "xmppd.lock"
+REQUEST_POLL_SECONDS = 1.0
+
+log = Logger(namespace="xmppd.storage")
 
 
 class Storage(service.Service):
-    def __init__(self, db, accounts, rooms):
+    """The stores plus the admin-request queue that ``xmppdctl`` uses to reach the live server."""
+
+    def __init__(self, db, accounts, rooms, offline, lock=None):
         self.db = db
         self.accounts = accounts
         self.rooms = rooms
+        self.offline = offline
+        self.lock = lock
+        self.request_handlers = {}   # command -> fn(arg)
+        self._poller = None
+        self._data_version = None
+
+    def startService(self):
+        super().startService()
+        # Requests queued while the server was down are moot: the database is already right.
+        self.db.execute("DELETE FROM admin_requests")
+        self._poller = task.LoopingCall(self.poll_requests)
+        self._poller.start(REQUEST_POLL_SECONDS, now=False)
 
     def stopService(self):
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
         self.db.close()
+        if self.lock is not None:
+            self.lock.close()
         return super().stopService()
+
+    def poll_requests(self):
+        """Run queued ``xmppdctl`` requests; cheap when nothing changed (PRAGMA data_version)."""
+        try:
+            version = self.db.query("PRAGMA data_version")[0][0]
+            if version == self._data_version:
+                return
+            self._data_version = version
+            rows = self.db.query("SELECT id, command, arg FROM admin_requests ORDER BY id")
+            for req_id, command, arg in rows:
+                self.db.execute("DELETE FROM admin_requests WHERE id = ?", (req_id,))
+                handler = self.request_handlers.get(command)
+                if handler is None:
+                    log.warn("storage: ignoring unknown admin request {cmd}", cmd=command)
+                    continue
+                try:
+                    handler(arg)
+                except Exception:
+                    log.failure("storage: admin request {cmd} {arg} failed", cmd=command, arg=arg)
+        except Exception:
+            log.failure("storage: polling admin requests failed")
+
+
+def enqueue_request(db, command, arg):
+    """Ask a running server to do ``command`` (picked up within a second)."""
+    db.execute("INSERT INTO admin_requests (command, arg, created) VALUES (?, ?, ?)",
+               (command, arg, time.time()))
+
+
+def lock_data_dir(data_dir):
+    """Hold an exclusive lock on the data dir for the server's lifetime; StorageError if taken."""
+    path = os.path.join(data_dir, LOCK_FILENAME)
+    try:
+        f = open(path, "a")
+    except OSError as e:
+        raise StorageError(f"cannot create {path}: {e.strerror or e}")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StorageError(f"data directory {data_dir} is in use by another xmppd")
+    return f
+
+
+def server_running(data_dir):
+    """True if a server holds the data-dir lock (used by xmppdctl)."""
+    path = os.path.join(data_dir, LOCK_FILENAME)
+    if not os.path.exists(path):
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def db_path(data_dir):
+    return os.path.join(data_dir, DB_FILENAME)
+
+
+def open_database(data_dir):
+    """Create ``data_dir`` if needed and open (check, migrate) its database; StorageError otherwise."""
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create data directory {data_dir}: {e.strerror or e}")
+    return Database(db_path(data_dir))
 
 
 def open_storage(cfg):
     from xmppd.config import ConfigError
     from xmppd.storage.accounts import AccountStore
+    from xmppd.storage.offline import OfflineStore
     from xmppd.storage.rooms import RoomStore
+    lock = None
     try:
         os.makedirs(cfg.data_dir, exist_ok=True)
-        db = Database(os.path.join(cfg.data_dir, "xmppd.sqlite3"))
-    except Exception as e:  # unreadable dir, corrupt file, permissions
-        raise ConfigError(f"cannot open storage in {cfg.data_dir}: {e}")
-    return Storage(db, AccountStore(db, cfg), RoomStore(db, cfg))
+        lock = lock_data_dir(cfg.data_dir)
+        db = open_database(cfg.data_dir)
+    except (StorageError, OSError) as e:
+        if lock is not None:
+            lock.close()
+        raise ConfigError(f"storage: {e}")
+    if db.migrated_from != db.version:
+        log.info("storage: migrated {path} from schema version {old} to {new}",
+                 path=db.path, old=db.migrated_from, new=db.version)
+    return Storage(db, AccountStore(db, cfg), RoomStore(db, cfg), OfflineStore(db, cfg), lock)

@@ -1,0 +1,27 @@
+"""What the running server does for ``xmppdctl`` requests queued in the database.
+
+``xmppdctl room-destroy ROOM`` deletes the stored room itself (so it works
+with the server down) and queues ``room-destroy``; a running server then
+destroys the live room too (occupants get the XEP-0045 destroy presence),
+otherwise its next change would write the room back.
+"""
+from twisted.logger import Logger
+
+log = Logger(namespace="xmppd.admin")
+
+
+def install(router, cfg, store):
+    handlers = getattr(store, "request_handlers", None)
+    if handlers is None:
+        return
+
+    def room_destroy(room_jid):
+        comp = router.routes.get(cfg.muc_domain)
+        muc = getattr(comp, "muc", None)
+        room = muc.rooms.get(room_jid) if muc is not None else None
+        if room is None:
+            return
+        log.info("destroying room {room} on request of xmppdctl", room=room_jid)
+        room.destroy(reason="Destroyed by the server administrator")
+
+    handlers["room-destroy"] = room_destroy

@@ -1,0 +1,134 @@
+"""Offline messages (XEP-0160, RFC 6121 §8.5.2.1.1).
+
+The router calls :meth:`OfflineMessages.store` for a chat/normal message to
+a local account that has no available resource with non-negative priority;
+c2s calls :meth:`OfflineMessages.deliver` when a session sends its initial
+presence. Stored messages go to that session with a ``urn:xmpp:delay``
+stamp from the server domain, then are deleted (delivery before deletion:
+a crash in between means a duplicate, never a loss).
+
+Policy:
+* only existing accounts get storage (unknown users: service-unavailable);
+* at most ``cfg.max_offline_messages`` per account (0 disables storage),
+  then ``service-unavailable`` (XEP-0160 §3);
+* messages with no content worth keeping (only chat states or hints) and
+  messages with a ``<no-store/>`` / ``<no-permanent-store/>`` hint
+  (XEP-0334) are dropped silently, as RFC 6121 allows;
+* a database failure answers ``internal-server-error`` (or
+  ``resource-constraint`` when the disk is full) and the server goes on.
+"""
+import time
+
+from twisted.logger import Logger
+from twisted.words.xish import domish
+
+from xmppd.storage.db import error_condition
+
+NS_CLIENT = "jabber:client"
+NS_DELAY = "urn:xmpp:delay"
+NS_HINTS = "urn:xmpp:hints"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+_NO_STORE = frozenset(("no-store", "no-permanent-store"))
+_CONTENTLESS = frozenset((NS_CHATSTATES, NS_HINTS))
+
+log = Logger(namespace="xmppd.offline")
+
+
+def xep0082(ts):
+    """A UTC timestamp as XEP-0082 DateTime with milliseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def parse_stanza(text):
+    """Re-read one stored stanza (written by ``toXml(defaultUri='jabber:client')``)."""
+    out = []
+    stream = domish.ExpatElementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = out.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(f"<stored xmlns='{NS_CLIENT}'>".encode("utf-8"))
+    stream.parse(text.encode("utf-8"))
+    stream.parse(b"</stored>")
+    if len(out) != 1:
+        raise ValueError("stored offline message is not one element")
+    return out[0]
+
+
+def worth_storing(el):
+    """False for hints-only/chat-state-only messages and for explicit no-store hints."""
+    content = False
+    for child in el.elements():
+        if child.uri == NS_HINTS and child.name in _NO_STORE:
+            return False
+        if child.uri not in _CONTENTLESS:
+            content = True
+    return content
+
+
+class OfflineMessages:
+    def __init__(self, router, cfg, store):
+        self.router = router
+        self.cfg = cfg
+        self.offline = store.offline
+        self.domain = cfg.domain
+
+    def store(self, el, j, t):
+        """Keep a message for the account of JID ``j``; True if it was handled (stored, dropped or bounced)."""
+        if t not in ("chat", "normal"):
+            return False
+        username = j.user
+        limit = self.cfg.max_offline_messages
+        if limit <= 0 or not self.router.user_exists(username):
+            return False
+        if not worth_storing(el):
+            return True
+        try:
+            stored = self.offline.store(username, el.toXml(defaultUri=NS_CLIENT), limit)
+        except Exception as e:
+            log.failure("offline: storing a message for {user} failed", user=username)
+            self.router.bounce(el, error_condition(e), sender=j.userhost())
+            return True
+        if not stored:
+            self.router.bounce(el, "service-unavailable", sender=j.userhost(),
+                               text="the recipient's offline message storage is full")
+        return True
+
+    def deliver(self, session):
+        """Send the stored messages of ``session``'s account to it (initial presence, priority >= 0)."""
+        if session.priority < 0:
+            return 0
+        username = session.bare.split("@", 1)[0]
+        try:
+            rows = self.offline.peek(username)
+        except Exception:
+            log.failure("offline: reading messages of {user} failed", user=username)
+            return 0
+        if not rows:
+            return 0
+        last = None
+        for msg_id, stamp, text in rows:
+            try:
+                el = parse_stanza(text)
+            except Exception:
+                log.failure("offline: dropping unreadable stored message {id} of {user}",
+                            id=msg_id, user=username)
+                last = msg_id
+                continue
+            delay = el.addElement((NS_DELAY, "delay"), content="Offline Storage")
+            delay["from"] = self.domain
+            delay["stamp"] = xep0082(stamp)
+            session.deliver(el)
+            last = msg_id
+        try:
+            self.offline.remove(username, last)
+        except Exception:
+            log.failure("offline: removing delivered messages of {user} failed "
+                        "(they will be delivered again)", user=username)
+        return len(rows)
+
+
+def install(router, cfg, store):
+    """Hook offline storage into the router (``router.offline``); c2s calls ``deliver``."""
+    svc = OfflineMessages(router, cfg, store)
+    router.offline = svc
+    return svc

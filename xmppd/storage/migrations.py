@@ -1,0 +1,118 @@
+"""The SQLite schema as an ordered list of forward migrations.
+
+The database's ``PRAGMA user_version`` is the number of migrations applied.
+:func:`migrate` applies the missing ones in order, each in its own
+``BEGIN IMMEDIATE`` transaction together with the version bump, so a crash
+or a second process (``xmppdctl`` while the server runs) never sees half a
+step. Migrations are append-only: never edit a released step, add a new one.
+
+Version 0 is a database created before the schema was versioned (the
+stores issued ``CREATE TABLE IF NOT EXISTS`` themselves); step 1 creates
+the same tables with ``IF NOT EXISTS`` so such files are adopted as they are.
+"""
+import sqlite3
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this version of xmppd (e.g. it is newer)."""
+
+
+def _v1_initial(conn):
+    """Accounts, persistent rooms and their affiliations (reason, reserved nick)."""
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS accounts (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            created REAL NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS muc_rooms (
+            jid     TEXT PRIMARY KEY,
+            config  TEXT NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS muc_affiliations (
+            room        TEXT NOT NULL REFERENCES muc_rooms(jid) ON DELETE CASCADE,
+            jid         TEXT NOT NULL,
+            affiliation TEXT NOT NULL,
+            reason      TEXT,
+            nick        TEXT,
+            data        TEXT,
+            PRIMARY KEY (room, jid)
+        )""")
+
+
+def _v2_offline(conn):
+    """Offline messages (XEP-0160): serialised stanza per account, in arrival order."""
+    conn.execute("""
+        CREATE TABLE offline_messages (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            username TEXT NOT NULL,
+            stamp    REAL NOT NULL,
+            stanza   TEXT NOT NULL
+        )""")
+    conn.execute("CREATE INDEX offline_messages_user ON offline_messages (username, id)")
+
+
+def _v3_reserved_nick_index(conn):
+    """Reserved nicks are looked up by (room, nick) when someone joins."""
+    conn.execute("CREATE INDEX IF NOT EXISTS muc_affiliations_nick "
+                 "ON muc_affiliations (room, nick) WHERE nick IS NOT NULL")
+
+
+def _v4_admin_requests(conn):
+    """Requests from ``xmppdctl`` to the running server (e.g. destroy a live room)."""
+    conn.execute("""
+        CREATE TABLE admin_requests (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            command  TEXT NOT NULL,
+            arg      TEXT NOT NULL,
+            created  REAL NOT NULL
+        )""")
+
+
+# (version, description, step(conn)); version == position + 1.
+MIGRATIONS = [
+    (1, "accounts, persistent rooms, affiliations", _v1_initial),
+    (2, "offline messages", _v2_offline),
+    (3, "index on reserved nicks", _v3_reserved_nick_index),
+    (4, "admin requests queue", _v4_admin_requests),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(conn):
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn, log=None):
+    """Bring the schema of ``conn`` (autocommit mode) up to :data:`LATEST`; return the old version.
+
+    Raises :class:`SchemaError` for a database written by a newer xmppd
+    (we never downgrade or touch it).
+    """
+    start = current_version(conn)
+    if start > LATEST:
+        raise SchemaError(f"database schema version {start} is newer than this xmppd "
+                          f"supports ({LATEST}); refusing to touch it")
+    for version, description, step in MIGRATIONS:
+        if version <= start:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if current_version(conn) >= version:
+                conn.execute("ROLLBACK")
+                continue
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        if log is not None:
+            log(version, description)
+    return start

@@ -1,0 +1,42 @@
+"""Offline messages (XEP-0160): stanzas kept for an account until it comes online.
+
+The stanza is stored serialised (``jabber:client`` default namespace) with
+the time it arrived; the delivering service re-parses it and adds the
+``urn:xmpp:delay`` stamp. The per-account bound is enforced inside the same
+transaction as the insert, so concurrent writers cannot overshoot it.
+"""
+import time
+
+
+class OfflineStore:
+    def __init__(self, db, cfg):
+        self.db = db
+        self.cfg = cfg
+
+    def store(self, username, stanza_xml, limit, stamp=None):
+        """Append one message for ``username``; False (nothing stored) if it already has ``limit``."""
+        with self.db.transaction() as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM offline_messages WHERE username = ?",
+                                    (username,)).fetchone()
+            if count >= limit:
+                return False
+            conn.execute("INSERT INTO offline_messages (username, stamp, stanza) VALUES (?, ?, ?)",
+                         (username, time.time() if stamp is None else stamp, stanza_xml))
+        return True
+
+    def count(self, username):
+        return self.db.query("SELECT COUNT(*) FROM offline_messages WHERE username = ?",
+                             (username,))[0][0]
+
+    def peek(self, username):
+        """The stored messages of ``username`` in arrival order: [(id, stamp, stanza_xml)]."""
+        return self.db.query("SELECT id, stamp, stanza FROM offline_messages WHERE username = ? "
+                             "ORDER BY id", (username,))
+
+    def remove(self, username, upto_id):
+        """Forget the messages of ``username`` up to and including ``upto_id`` (after delivery)."""
+        self.db.execute("DELETE FROM offline_messages WHERE username = ? AND id <= ?",
+                        (username, upto_id))
+
+    def delete_account(self, username):
+        self.db.execute("DELETE FROM offline_messages WHERE username = ?", (username,))
