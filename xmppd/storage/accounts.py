@@ -21,13 +21,7 @@ SCRYPT_P = 1
 SALT_BYTES = 16
 HASH_BYTES = 32
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    username TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    created REAL NOT NULL
-);
-"""
+# Tables: created and migrated by xmppd.storage.migrations (schema version 1).
 
 
 class AccountError(Exception):
@@ -91,7 +85,6 @@ class AccountStore:
     def __init__(self, db, cfg):
         self.db = db
         self.cfg = cfg
-        db.execute_script(SCHEMA)
 
     def exists(self, username):
         return bool(self.db.query("SELECT 1 FROM accounts WHERE username = ?", (username,)))

@@ -11,28 +11,13 @@ with ``nick`` also in its own column so reserved nicks can be queried.
 """
 import json
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS muc_rooms (
-    jid     TEXT PRIMARY KEY,
-    config  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS muc_affiliations (
-    room        TEXT NOT NULL REFERENCES muc_rooms(jid) ON DELETE CASCADE,
-    jid         TEXT NOT NULL,
-    affiliation TEXT NOT NULL,
-    reason      TEXT,
-    nick        TEXT,
-    data        TEXT,
-    PRIMARY KEY (room, jid)
-);
-"""
+# Tables: created and migrated by xmppd.storage.migrations (schema version 1).
 
 
 class RoomStore:
     def __init__(self, db, cfg):
         self.db = db
         self.cfg = cfg
-        db.execute_script(SCHEMA)
 
     def has_room(self, room_jid):
         return bool(self.db.query("SELECT 1 FROM muc_rooms WHERE jid = ?", (room_jid,)))
