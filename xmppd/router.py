@@ -150,6 +150,7 @@ class Router(component.Router):
         self.sessions = SessionRegistry()
         self.iq_handlers = {}
         self.user_exists = lambda username: False
+        self.offline = None  # xmppd.services.offline: store(el, jid, type) -> handled?
         self.trace = cfg.trace
 
     # -- entry points -------------------------------------------------------
@@ -275,7 +276,8 @@ class Router(component.Router):
                 return
         if t == "headline":
             return
-        # No offline storage: the sender learns that nobody received it.
+        if self.offline is not None and self.offline.store(el, j, t):
+            return
         self.bounce(el, "service-unavailable")
 
     def _presence_to_bare(self, el, j, t):
