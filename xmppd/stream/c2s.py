@@ -599,6 +599,7 @@ class C2SStream(xmlstream.XmlStream):
         t = attrs.get("type")
         if not to:
             if t is None:
+                initial = not self.available
                 self.available = True
                 prio = el.priority
                 if prio is not None:
@@ -607,6 +608,8 @@ class C2SStream(xmlstream.XmlStream):
                     except ValueError:
                         p = 0
                     self.priority = max(-128, min(127, p))
+                if initial and self.router.offline is not None:
+                    self.router.offline.deliver(self)  # XEP-0160: stored messages now
             elif t == "unavailable":
                 self.available = False
                 if self.directed:
