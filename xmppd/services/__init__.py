@@ -117,4 +117,7 @@ class ServerServices:
 def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
+    from xmppd.services import admin_requests, offline
+    offline.install(router, cfg, store)
+    admin_requests.install(router, cfg, store)
     return services
