@@ -1,17 +1,26 @@
-"""``xmppdctl``: manage local accounts (adduser, passwd, deluser, list).
+"""``xmppdctl``: manage local accounts (adduser, passwd, deluser, list), persistent
+rooms (rooms, room-info, room-destroy) and the database (backup, restore).
 
 Works on the same data directory as the server (SQLite in WAL mode, so it is
 safe while the server runs). Passwords are read with a prompt on a terminal,
 or as the first line of stdin otherwise (for scripts); never from argv.
+``room-destroy`` also asks a running server to destroy the live room;
+``restore`` refuses while a server uses the data directory (its rooms live
+in memory and would overwrite the restored ones).
 """
 import argparse
 import getpass
+import json
+import os
+import sqlite3
 import sys
 
 import xmppd  # noqa: F401  (compat shim first)
 from xmppd import config as configmod
 from xmppd.storage.accounts import AccountError, AccountStore
-from xmppd.storage.db import Database
+from xmppd import storage
+from xmppd.storage.db import StorageError
+from xmppd.storage.rooms import RoomStore
 
 
 def _read_password(confirm=True):
@@ -35,7 +44,7 @@ def _username(arg, cfg):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="xmppdctl", description="Manage xmppd accounts.")
+    p = argparse.ArgumentParser(prog="xmppdctl", description="Manage xmppd accounts, rooms and the database.")
     p.add_argument("--config", "-c", help="TOML config file (as given to the server)")
     p.add_argument("--data-dir", help="data directory (overrides the config file)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -44,17 +53,87 @@ def build_parser():
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("user", help="username or bare JID")
     sub.add_parser("list", help="list accounts")
+    sub.add_parser("rooms", help="list persistent rooms")
+    sp = sub.add_parser("room-info", help="show a persistent room's configuration and affiliations")
+    sp.add_argument("room", help="room JID (room@conference.domain) or room name")
+    sp = sub.add_parser("room-destroy", help="destroy a persistent room (also in a running server)")
+    sp.add_argument("room", help="room JID (room@conference.domain) or room name")
+    sp = sub.add_parser("backup", help="write a consistent copy of the database (server may run)")
+    sp.add_argument("path", help="backup file to write")
+    sp = sub.add_parser("restore", help="replace the database with a backup (server stopped)")
+    sp.add_argument("path", help="backup file to read")
     return p
+
+
+def _room_jid(arg, cfg):
+    if "@" in arg:
+        return arg.lower()
+    return f"{arg.lower()}@{cfg.muc_domain}"
+
+
+def _room_command(args, cfg, db):
+    rooms = RoomStore(db, cfg)
+    if args.command == "rooms":
+        for rec in sorted(rooms.load_all(), key=lambda r: r["jid"]):
+            conf = rec["config"]
+            counts = {}
+            for aff, _ in rec["affiliations"].values():
+                counts[aff] = counts.get(aff, 0) + 1
+            flags = [k for k in ("public", "members_only", "moderated") if conf.get(k)]
+            if conf.get("password"):
+                flags.append("password")
+            affs = " ".join(f"{k}s={v}" for k, v in sorted(counts.items()))
+            name = conf.get("name") or ""
+            print(f"{rec['jid']}\t{name!r}\t{','.join(flags) or '-'}\t{affs}")
+        return 0
+    jid = _room_jid(args.room, cfg)
+    if args.command == "room-info":
+        recs = [r for r in rooms.load_all() if r["jid"] == jid]
+        if not recs:
+            print(f"xmppdctl: no persistent room {jid}", file=sys.stderr)
+            return 1
+        rec = recs[0]
+        conf = dict(rec["config"])
+        if conf.get("password"):
+            conf["password"] = "(set)"
+        print(json.dumps({"jid": jid, "config": conf,
+                          "affiliations": {b: {"affiliation": a, **d}
+                                           for b, (a, d) in sorted(rec["affiliations"].items())}},
+                         indent=2, sort_keys=True))
+        return 0
+    # room-destroy
+    if not rooms.has_room(jid):
+        print(f"xmppdctl: no persistent room {jid}", file=sys.stderr)
+        return 1
+    with db.transaction() as conn:
+        conn.execute("DELETE FROM muc_affiliations WHERE room = ?", (jid,))
+        conn.execute("DELETE FROM muc_rooms WHERE jid = ?", (jid,))
+        conn.execute("INSERT INTO admin_requests (command, arg, created) VALUES (?, ?, strftime('%s'))",
+                     ("room-destroy", jid))
+    print(f"destroyed {jid}")
+    return 0
+
+
+def _db_command(args, cfg, db):
+    if args.command == "backup":
+        db.backup(args.path)
+        print(f"backup written to {args.path}")
+        return 0
+    if storage.server_running(cfg.data_dir):
+        print(f"xmppdctl: a server is using {cfg.data_dir}; stop it before restoring",
+              file=sys.stderr)
+        return 1
+    version = db.restore_from(args.path)
+    print(f"restored {args.path} (schema version {version}, now {db.version})")
+    return 0
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         cfg = configmod.load(args.config, {"data_dir": args.data_dir})
-        import os
-        os.makedirs(cfg.data_dir, exist_ok=True)
-        db = Database(os.path.join(cfg.data_dir, "xmppd.sqlite3"))
-    except configmod.ConfigError as e:
+        db = storage.open_database(cfg.data_dir)
+    except (configmod.ConfigError, StorageError) as e:
         print(f"xmppdctl: {e}", file=sys.stderr)
         return 1
     except Exception as e:
@@ -62,6 +141,10 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     try:
+        if args.command in ("rooms", "room-info", "room-destroy"):
+            return _room_command(args, cfg, db)
+        if args.command in ("backup", "restore"):
+            return _db_command(args, cfg, db)
         accounts = AccountStore(db, cfg)
         if args.command == "list":
             for name in accounts.list():
@@ -76,10 +159,14 @@ def main(argv=None):
             print(f"password changed for {user}@{cfg.domain}")
         elif args.command == "deluser":
             accounts.delete(user)
+            db.execute("DELETE FROM offline_messages WHERE username = ?", (user,))
             print(f"deleted {user}@{cfg.domain}")
         return 0
-    except AccountError as e:
+    except (AccountError, StorageError) as e:
         print(f"xmppdctl: {e}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as e:
+        print(f"xmppdctl: {args.command} failed: {e}", file=sys.stderr)
         return 1
     finally:
         db.close()
