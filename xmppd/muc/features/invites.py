@@ -45,7 +45,7 @@ def _reason(el):
 def _target(value):
     j = jidlib.parse_or_none(value) if value else None
     if j is None:
-        raise stanza_error("jid-malformed", "modify", "Invalid address")
+        raise stanza_error("jid-malformed", "cancel", "Invalid address")   # Prosody's type
     return j
 
 
@@ -107,7 +107,7 @@ def invite(room, stanza, inviter, invite_el):
     if room.config.get("members_only") and invitee.user is not None and \
             AFFILIATIONS[room.get_affiliation(invitee.userhost())] <= AFFILIATIONS["none"]:
         room.set_affiliation(None, invitee.userhost(), "member",
-                             reason=f"Invited by {jidlib.parse(inviter).userhost()}")
+                             reason=f"Invited by {shown_from}")
     room.route(msg)
 
 
