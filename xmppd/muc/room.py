@@ -65,7 +65,7 @@ _MUC_X = {(NS_MUC, "x"), (NS_USER, "x")}
 class Occupant:
     """One occupant: a nick held by one real session (full JID)."""
 
-    __slots__ = ("nick", "jid", "bare", "role", "room_jid", "payload", "available")
+    __slots__ = ("nick", "jid", "bare", "role", "room_jid", "payload", "available", "cache")
 
     def __init__(self, room_jid, nick, jid, bare, role):
         self.nick = nick
@@ -75,6 +75,7 @@ class Occupant:
         self.room_jid = room_jid + "/" + nick
         self.payload = ""        # serialised children of the last presence (no MUC x)
         self.available = True
+        self.cache = None        # {with_jid: (head, tail)} of its occupant-list presence
 
     def __repr__(self):
         return f"<Occupant {self.room_jid} {self.jid} {self.role}>"
@@ -122,6 +123,9 @@ class Room:
         self._reserved = None      # nick -> bare JID cache
         self.destroying = False
         self.salt = os.urandom(16)
+        # the c2s session table, for the cached-bytes fast path (router contract: route_many)
+        sessions = getattr(self.router, "sessions", None)
+        self._sessions = getattr(sessions, "full", None)
         self.history = []          # the history feature's storage (list of (stamp, element))
 
     def __repr__(self):
@@ -386,6 +390,7 @@ class Room:
         after it in the occupant's own copy only (110 is always appended
         there). An occupant whose role is ``none`` is sent as unavailable.
         """
+        occ.cache = None
         unavailable = occ.role == "none" or force_unavailable or not occ.available
         broadcast = self.config.get("presence_broadcast") or ()
         whois_anyone = self.whois_anyone
@@ -422,6 +427,32 @@ class Room:
         x = self._build_x(occ, (), with_jid, None, None, None, None)
         return self._presence(occ, x, False)
 
+    def _send_list_presence(self, occ, with_jid, to):
+        """Send ``occ``'s current presence to one session from a per-occupant byte cache.
+
+        A join sends every occupant's presence to the newcomer; building and
+        serialising N presences per join made joins O(N) in XML work. The
+        cache is dropped whenever ``publicise`` announces a change.
+        """
+        sessions = self._sessions
+        if sessions is None:
+            p = self.occupant_list_presence(occ, with_jid)
+            p["to"] = to
+            self.route(p)
+            return
+        cache = occ.cache
+        if cache is None:
+            cache = occ.cache = {}
+        parts = cache.get(with_jid)
+        if parts is None:
+            p = self.occupant_list_presence(occ, with_jid)
+            p["to"] = "\x00"
+            parts = cache[with_jid] = tuple(
+                p.toXml(defaultUri="jabber:client").encode("utf-8").split(b"\x00", 1))
+        s = sessions.get(to)
+        if s is not None:
+            s.write_patched(*parts)
+
     def is_anonymous_for(self, real_jid):
         if self.whois_anyone:
             return False
@@ -442,9 +473,7 @@ class Room:
             if occ is to_occ or (exclude_bare and occ.bare == exclude_bare):
                 continue
             if occ.role in broadcast or occ.bare == to_bare:
-                p = self.occupant_list_presence(occ, not anonymous or occ.bare == to_bare)
-                p["to"] = to
-                self.route(p)
+                self._send_list_presence(occ, not anonymous or occ.bare == to_bare, to)
         if "none" in broadcast:
             for bare, aff in list(self.affiliations.items()):
                 if bare in seen:
