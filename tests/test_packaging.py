@@ -231,3 +231,18 @@ def test_dev_server_script_serves_in_insecure_auth_mode(tmp_path):
     finally:
         server.stop()
     assert "Server Shut Down" in server.log()
+
+
+def test_readme_slixmpp_example_logs_in_and_sends(xmppd_server):
+    """The README's client snippet works as printed (only the cert path and port differ)."""
+    import re
+    code = re.search(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)[1]
+    cert = xmppd_server.data_dir / "xmppd-dev-cert.pem"
+    assert '"xmppd-data/xmppd-dev-cert.pem"' in code and '"127.0.0.1", 5222' in code
+    code = (code.replace('"xmppd-data/xmppd-dev-cert.pem"', repr(str(cert)))
+                .replace('"127.0.0.1", 5222', f'"127.0.0.1", {xmppd_server.port}'))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    xmppd_server.wait_for_log(r"authenticated as alice@localhost/laptop")
+    xmppd_server.wait_for_log(r"connection closed \(alice@localhost/laptop\)")
