@@ -1,0 +1,175 @@
+"""Persistent rooms survive a restart: config, affiliations with reasons, reserved nicks.
+
+Two scansion conversations against two successive servers sharing one data directory;
+temporary rooms must not come back.
+"""
+import asyncio
+
+from xmppd.testing.runner import run_script
+from xmppd.testing.script import parse
+
+HEADER = """
+[Client] Romeo
+	jid: user@localhost
+	password: password
+
+[Client] Juliet
+	jid: user2@localhost
+	password: password
+
+-----
+"""
+
+BEFORE = "# before the restart\n" + HEADER + """
+Romeo connects
+
+Romeo sends:
+	<presence to="vault@conference.localhost/Romeo">
+		<x xmlns="http://jabber.org/protocol/muc"/>
+	</presence>
+
+Romeo receives:
+	<message type='groupchat' from='vault@conference.localhost'><subject/></message>
+
+Romeo sends:
+	<iq id='config1' to='vault@conference.localhost' type='set'>
+		<query xmlns='http://jabber.org/protocol/muc#owner'>
+			<x xmlns='jabber:x:data' type='submit'>
+				<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>
+				<field var='muc#roomconfig_persistentroom'><value>1</value></field>
+				<field var='muc#roomconfig_membersonly'><value>1</value></field>
+			</x>
+		</query>
+	</iq>
+
+Romeo receives:
+	<iq id='config1' type='result' from='vault@conference.localhost'/>
+
+Romeo sends:
+	<iq id='aff1' to='vault@conference.localhost' type='set'>
+		<query xmlns='http://jabber.org/protocol/muc#admin'>
+			<item affiliation='member' jid="${Juliet's JID}" nick='Jules'/>
+			<item affiliation='outcast' jid='tybalt@localhost'><reason>Stabby</reason></item>
+		</query>
+	</iq>
+
+Romeo receives:
+	<iq id='aff1' type='result' from='vault@conference.localhost'/>
+
+# a temporary room, which must not survive
+Romeo sends:
+	<presence to="ephemeral@conference.localhost/Romeo">
+		<x xmlns="http://jabber.org/protocol/muc"/>
+	</presence>
+
+Romeo receives:
+	<message type='groupchat' from='ephemeral@conference.localhost'><subject/></message>
+
+Romeo sends:
+	<iq id='config2' to='ephemeral@conference.localhost' type='set'>
+		<query xmlns='http://jabber.org/protocol/muc#owner'>
+			<x xmlns='jabber:x:data' type='submit'/>
+		</query>
+	</iq>
+
+Romeo receives:
+	<iq id='config2' type='result' from='ephemeral@conference.localhost'/>
+
+Romeo disconnects
+"""
+
+AFTER = "# after the restart\n" + HEADER + """
+Juliet connects
+
+# the reservation survived
+Juliet sends:
+	<iq id='nick1' to='vault@conference.localhost' type='get'>
+		<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/>
+	</iq>
+
+Juliet receives:
+	<iq id='nick1' type='result' from='vault@conference.localhost'>
+		<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'>
+			<identity category='conference' name='Jules' type='text'/>
+		</query>
+	</iq>
+
+# the room is not locked after a restart, and membership still admits her
+Juliet sends:
+	<presence to="vault@conference.localhost/Jules">
+		<x xmlns="http://jabber.org/protocol/muc"/>
+	</presence>
+
+Juliet receives:
+	<presence from='vault@conference.localhost/Jules'>
+		<x xmlns='http://jabber.org/protocol/muc#user'>
+			<item affiliation='member' role='participant' jid="${Juliet's full JID}"/>
+			<status code='110'/>
+		</x>
+	</presence>
+
+Romeo connects
+
+# the owner and the ban list with its reason survived
+Romeo sends:
+	<iq id='list1' to='vault@conference.localhost' type='get'>
+		<query xmlns='http://jabber.org/protocol/muc#admin'>
+			<item affiliation='outcast'/>
+		</query>
+	</iq>
+
+Romeo receives:
+	<iq id='list1' type='result' from='vault@conference.localhost'>
+		<query xmlns='http://jabber.org/protocol/muc#admin'>
+			<item affiliation='outcast' jid='tybalt@localhost'>
+				<reason>Stabby</reason>
+			</item>
+		</query>
+	</iq>
+
+# the member list with the reserved nick survived
+Romeo sends:
+	<iq id='list2' to='vault@conference.localhost' type='get'>
+		<query xmlns='http://jabber.org/protocol/muc#admin'>
+			<item affiliation='member'/>
+		</query>
+	</iq>
+
+Romeo receives:
+	<iq id='list2' type='result' from='vault@conference.localhost'>
+		<query xmlns='http://jabber.org/protocol/muc#admin'>
+			<item affiliation='member' jid="${Juliet's JID}" nick='Jules'/>
+		</query>
+	</iq>
+
+# the temporary room is gone
+Romeo sends:
+	<iq id='info1' to='ephemeral@conference.localhost' type='get'>
+		<query xmlns='http://jabber.org/protocol/disco#info'/>
+	</iq>
+
+Romeo receives:
+	<iq id='info1' type='error' from='ephemeral@conference.localhost'>
+		<error type='cancel'>
+			<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+		</error>
+	</iq>
+
+Romeo disconnects
+
+Juliet disconnects
+"""
+
+
+def _run(text, server):
+    result = asyncio.run(run_script(parse(text), host=server.host, port=server.port, timeout=5))
+    assert result.ok, f"{result.failure.report()}\n--- server log ---\n{server.log()[-3000:]}"
+
+
+def test_persistent_room_survives_restart(xmppd_server_factory, tmp_path):
+    data = tmp_path / "muc-data"
+    first = xmppd_server_factory(data_dir=data)
+    _run(BEFORE, first)
+    first.stop()
+    second = xmppd_server_factory(data_dir=data)
+    _run(AFTER, second)
