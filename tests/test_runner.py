@@ -451,3 +451,16 @@ def test_scansion_script_uses_a_fresh_server_per_file(tmp_path):
     # -v traces the traffic but never the SASL credentials
     assert "<ping xmlns='urn:xmpp:ping'/>" in out.stderr
     assert "(credentials not shown)" in out.stderr and "AHVzZXIAcGFzc3dvcmQ=" not in out.stderr
+
+
+def test_strictness_is_inherited_by_descendants_even_in_the_client_namespace():
+    """README: strict elements 'and all their descendants'; the override is per element."""
+    exp = "<message><x xmlns='urn:x'><body xmlns='jabber:client'>t</body></x></message>"
+    assert matches(exp, "<message><x xmlns='urn:x'><body xmlns='jabber:client'>t</body></x></message>")
+    assert not matches(exp, "<message><x xmlns='urn:x'><body xmlns='jabber:client' xml:lang='en'>t</body></x></message>")
+    relaxed = "<message><x xmlns='urn:x'><body xmlns='jabber:client' scansion:strict='false'>t</body></x></message>"
+    assert matches(relaxed, "<message><x xmlns='urn:x'><body xmlns='jabber:client' xml:lang='en'>t</body></x></message>")
+    # an override on a parent does not relax its namespaced children
+    exp2 = "<iq><query xmlns='urn:q' scansion:strict='false'><item a='1'/></query></iq>"
+    assert matches(exp2, "<iq><query xmlns='urn:q'><other/><item a='1'/></query></iq>")
+    assert not matches(exp2, "<iq><query xmlns='urn:q'><item a='1' b='2'/></query></iq>")

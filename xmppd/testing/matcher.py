@@ -4,7 +4,8 @@
 - Non-strict elements (those in ``jabber:client``): every expected attribute must be present with
   the same value (extras ignored) and every expected child must match a distinct received child,
   in any order (extras ignored).
-- Strict elements (any other namespace, declared or inherited): exactly the same attributes, and
+- Strict elements (any other namespace, declared or inherited, and everything inside such an
+  element, even children written back in ``jabber:client``): exactly the same attributes, and
   the same children in the same order.
 - ``scansion:strict='true'|'false'`` on an element overrides the default for that element.
 - Text is compared, trimmed, only where the script gives non-blank text.
@@ -43,11 +44,17 @@ def local_name(el: ET.Element) -> str:
     return el.tag.rsplit("}", 1)[-1]
 
 
-def is_strict(expected: ET.Element) -> bool:
+def in_strict_namespace(expected: ET.Element, parent_in_strict_ns: bool = False) -> bool:
+    """Default strictness: the element or one of its ancestors is outside ``jabber:client``."""
+    return parent_in_strict_ns or namespace(expected) != CLIENT_NS
+
+
+def is_strict(expected: ET.Element, parent_in_strict_ns: bool = False) -> bool:
+    """``scansion:strict`` on the element itself wins; otherwise the namespace rule decides."""
     flag = expected.get(STRICT_ATTR)
     if flag is not None:
         return flag.strip().lower() in ("true", "1", "yes")
-    return namespace(expected) != CLIENT_NS
+    return in_strict_namespace(expected, parent_in_strict_ns)
 
 
 def _script_attrs(el: ET.Element) -> dict[str, str]:
@@ -115,10 +122,12 @@ def match(
     return None
 
 
-def _match(expected: ET.Element, actual: ET.Element, captures: Mapping[str, str], new: dict[str, str]) -> bool:
+def _match(expected: ET.Element, actual: ET.Element, captures: Mapping[str, str], new: dict[str, str],
+           parent_ns_strict: bool = False) -> bool:
     if expected.tag != actual.tag:
         return False
-    strict = is_strict(expected)
+    strict = is_strict(expected, parent_ns_strict)
+    ns_strict = in_strict_namespace(expected, parent_ns_strict)
     want = _script_attrs(expected)
     if strict and set(want) != set(actual.attrib):
         return False
@@ -133,33 +142,36 @@ def _match(expected: ET.Element, actual: ET.Element, captures: Mapping[str, str]
     if strict:
         if len(want_children) != len(got_children):
             return False
-        return all(_match(w, g, captures, new) for w, g in zip(want_children, got_children))
-    return _match_unordered(want_children, got_children, captures, new)
+        return all(_match(w, g, captures, new, ns_strict) for w, g in zip(want_children, got_children))
+    return _match_unordered(want_children, got_children, captures, new, ns_strict)
 
 
-def _match_unordered(want: list[ET.Element], got: list[ET.Element], captures: Mapping[str, str], new: dict[str, str]) -> bool:
+def _match_unordered(want: list[ET.Element], got: list[ET.Element], captures: Mapping[str, str],
+                     new: dict[str, str], parent_ns_strict: bool) -> bool:
     """Each expected child must match a distinct received child (backtracking; lists are tiny)."""
     if not want:
         return True
     first, rest = want[0], want[1:]
     for idx, candidate in enumerate(got):
         trial = dict(new)
-        if _match(first, candidate, captures, trial):
+        if _match(first, candidate, captures, trial, parent_ns_strict):
             remaining = got[:idx] + got[idx + 1:]
-            if _match_unordered(rest, remaining, captures, trial):
+            if _match_unordered(rest, remaining, captures, trial, parent_ns_strict):
                 new.clear()
                 new.update(trial)
                 return True
     return False
 
 
-def explain(expected: ET.Element, actual: ET.Element, captures: Mapping[str, str] | None = None, path: str = "") -> str:
+def explain(expected: ET.Element, actual: ET.Element, captures: Mapping[str, str] | None = None, path: str = "",
+            parent_ns_strict: bool = False) -> str:
     """A short human-readable reason why ``actual`` does not match ``expected`` (best effort)."""
     captures = captures or {}
     here = f"{path}/{local_name(expected)}"
     if expected.tag != actual.tag:
         return f"{here}: expected element {expected.tag}, got {actual.tag}"
-    strict = is_strict(expected)
+    strict = is_strict(expected, parent_ns_strict)
+    ns_strict = in_strict_namespace(expected, parent_ns_strict)
     want = _script_attrs(expected)
     new: dict[str, str] = {}
     for key, value in want.items():
@@ -172,20 +184,24 @@ def explain(expected: ET.Element, actual: ET.Element, captures: Mapping[str, str
     if want_text and not _value_matches(want_text, _direct_text(actual), captures, new):
         return f"{here}: text {_direct_text(actual)!r}, expected {want_text!r}"
     want_children, got_children = list(expected), list(actual)
+
+    def fits(w: ET.Element, g: ET.Element) -> bool:
+        return _match(w, g, {**captures, **new}, {}, ns_strict)
+
     if strict:
         if len(want_children) != len(got_children):
             return (f"{here} (strict): {len(got_children)} children "
                     f"{[local_name(c) for c in got_children]}, expected {len(want_children)} "
                     f"{[local_name(c) for c in want_children]}")
         for w, g in zip(want_children, got_children):
-            if match(w, g, {**captures, **new}) is None:
-                return explain(w, g, {**captures, **new}, here)
+            if not fits(w, g):
+                return explain(w, g, {**captures, **new}, here, ns_strict)
         return f"{here}: captures are inconsistent"
     for w in want_children:
         candidates = [g for g in got_children if g.tag == w.tag]
-        if not any(match(w, g, {**captures, **new}) is not None for g in candidates):
+        if not any(fits(w, g) for g in candidates):
             if len(candidates) == 1:
-                return explain(w, candidates[0], {**captures, **new}, here)
+                return explain(w, candidates[0], {**captures, **new}, here, ns_strict)
             return f"{here}: no child matches expected {local_name(w)} ({w.tag})"
     return f"{here}: expected children cannot all be matched to distinct received children"
 
