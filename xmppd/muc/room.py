@@ -654,11 +654,21 @@ class Room:
         self._left(occ, codes)
 
     def kick_for_error(self, occ, stanza):
-        """A bounced stanza from an occupant's client: remove it (status 333)."""
+        """A bounced stanza from an occupant's client: remove it (status 333).
+
+        As Prosody, the unavailable presence carries ``Kicked: <condition>``
+        (plus the error text in non-anonymous rooms).
+        """
+        cond, text = _error_condition(stanza)
+        message = "Kicked: " + (cond.replace("-", " ") if cond else "presence error")
+        if text and self.whois_anyone:
+            message += ": " + text
         prev = occ.role
         occ.role = "none"
         self._remove(occ)
-        occ.payload = ""
+        st = Element((None, "status"))
+        st.addContent(message)
+        occ.payload = st.toXml()
         self.publicise(occ, codes=("333",), prev_role=prev)
         self._left(occ, ("333",))
 
@@ -755,9 +765,8 @@ class Room:
         if mtype == "groupchat":
             self.send_error(stanza, stanza_error("bad-request", "modify"))
             return
-        if mtype == "error":
-            if _kickable(stanza):
-                self.kick_for_error(occ, stanza)
+        if mtype == "error" and _kickable(stanza):
+            self.kick_for_error(occ, stanza)
             return
         target = self.occupants.get(nick)
         if target is None:
@@ -771,7 +780,7 @@ class Room:
             self.send_error(stanza, e)
             return
         for c in list(stanza.elements()):
-            if c.name == "x" and c.uri == NS_USER:
+            if c.uri == NS_USER or c.uri == NS_MUC:
                 stanza.children.remove(c)
         stanza.addElement((NS_USER, "x"))
         stanza["from"] = occ.room_jid
@@ -879,15 +888,25 @@ _KICKABLE = {"gone", "internal-server-error", "item-not-found", "jid-malformed",
              "remote-server-timeout", "service-unavailable", "malformed error"}
 
 
-def _kickable(stanza):
-    """Prosody's rule: errors that mean the client is gone, not a one-off refusal."""
+def _error_condition(stanza):
+    """(condition, text) of an error stanza; (None, None) when malformed."""
     for c in stanza.elements():
         if c.name == "error":
-            for cond in c.elements():
-                if cond.uri == "urn:ietf:params:xml:ns:xmpp-stanzas" and cond.name != "text":
-                    return cond.name in _KICKABLE
-            return True
-    return True
+            cond = text = None
+            for e in c.elements():
+                if e.uri == "urn:ietf:params:xml:ns:xmpp-stanzas":
+                    if e.name == "text":
+                        text = str(e)
+                    elif cond is None:
+                        cond = e.name
+            return cond, text
+    return None, None
+
+
+def _kickable(stanza):
+    """Prosody's rule: errors that mean the client is gone, not a one-off refusal."""
+    cond, _ = _error_condition(stanza)
+    return cond is None or cond in _KICKABLE
 
 
 # -- core hooks (registered before every feature) ---------------------------
