@@ -464,3 +464,26 @@ def test_strictness_is_inherited_by_descendants_even_in_the_client_namespace():
     exp2 = "<iq><query xmlns='urn:q' scansion:strict='false'><item a='1'/></query></iq>"
     assert matches(exp2, "<iq><query xmlns='urn:q'><other/><item a='1'/></query></iq>")
     assert not matches(exp2, "<iq><query xmlns='urn:q'><item a='1' b='2'/></query></iq>")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_prosody_foreground_stops_cleanly_and_removes_its_temp_dir(sig):
+    if not _prosody_available():
+        pytest.skip("prosody is not installed")
+    proc = subprocess.Popen([sys.executable, str(RUN_PROSODY), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().startswith("prosody listening on 127.0.0.1:")
+        info = proc.stdout.readline()
+        fields = dict(kv.split("=", 1) for kv in info.split(" (")[0].split())
+        state, pid = Path(fields["dir"]), int(fields["pid"])
+        assert (state / "prosody.cfg.lua").exists()
+        proc.send_signal(sig)
+        assert proc.wait(15) == 0
+        assert not state.exists()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
