@@ -119,3 +119,41 @@ async def scenario(port):
 def test_malformed_muc_requests_are_answered(xmppd_server):
     asyncio.run(scenario(xmppd_server.port))
     assert "Traceback" not in xmppd_server.log(), xmppd_server.log()[-3000:]
+
+
+async def relay(port):
+    """An IQ between occupants goes out with a rewritten id and its answer finds the way back."""
+    a = Client("A", "user@localhost", "password", "127.0.0.1", port)
+    b = Client("B", "user2@localhost", "password", "127.0.0.1", port)
+    await a.connect()
+    await b.connect()
+    room = "relay@conference.localhost"
+    a.send(ET.fromstring(f"<presence xmlns='jabber:client' to='{room}/A'>"
+                         f"<x xmlns='http://jabber.org/protocol/muc'/></presence>"))
+    a.send(ET.fromstring(iq("inst", "set", f"<query xmlns='{OWNER}'><x xmlns='{XDATA}' "
+                                           f"type='submit'/></query>", to=room)))
+    await _answer(a, "inst")
+    b.send(ET.fromstring(f"<presence xmlns='jabber:client' to='{room}/B'>"
+                         f"<x xmlns='http://jabber.org/protocol/muc'/></presence>"))
+    b.send(ET.fromstring(iq("q1", "get", "<query xmlns='jabber:iq:version'/>", to=room + "/A")))
+    while True:
+        el = await a.next_stanza(5)
+        assert el is not None, "the IQ was not relayed"
+        if el.tag == "{jabber:client}iq" and el.get("type") == "get":
+            break
+    assert el.get("from") == room + "/B"
+    assert el.get("id") != "q1"           # the room's own id, so a forged answer cannot be routed
+    # a made-up id is dropped, the real one is routed back with the original id
+    a.send(ET.fromstring(iq("forged", "result", "", to=room + "/B")))
+    a.send(ET.fromstring(f"<iq xmlns='jabber:client' type='result' to='{room}/B' id='{el.get('id')}'>"
+                         f"<query xmlns='jabber:iq:version'><name>A</name></query></iq>"))
+    answer = await _answer(b, "q1")
+    assert answer.get("type") == "result" and answer.get("from") == room + "/A"
+    assert answer.find("{jabber:iq:version}query/{jabber:iq:version}name").text == "A"
+    await a.disconnect()
+    await b.disconnect()
+
+
+def test_iq_between_occupants_round_trip(xmppd_server):
+    asyncio.run(relay(xmppd_server.port))
+    assert "Traceback" not in xmppd_server.log()
