@@ -4,7 +4,8 @@
 verified: test servers use self-signed ones), SASL PLAIN, resource binding (the resource of the
 configured JID is requested when there is one), the session IQ only when the server says it is
 mandatory, and NOTHING else: no presence, no roster. After binding, every element the server sends
-is queued for the script's ``receives`` steps.
+is queued for the script's ``receives`` steps, stream errors (``<error xmlns='http://etherx.jabber.org/streams'>``)
+included, so a script can expect one.
 
 This module deliberately depends on nothing but the standard library, so it can script any server.
 """
