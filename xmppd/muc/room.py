@@ -555,15 +555,28 @@ class Room:
 
     def join(self, stanza, frm, nick, is_new_room=False):
         bare = _bare(frm)
-        muc_x = stanza.firstChildElement() and None
+        muc_x = None
         for c in stanza.elements():
             if c.name == "x" and c.uri == NS_MUC:
                 muc_x = c
                 break
         if muc_x is None and not is_new_room:
-            # XEP-0045 §7.2.1 (and Prosody): a join needs <x xmlns=muc>; treat
-            # a bare available presence from a non-occupant as a desynced client.
-            pass
+            # §7.2.1 (v1.32+): presence without <x/> from a non-occupant is a
+            # desynchronised client (or groupchat 1.0): answer with an explicit
+            # kick (110, 307, 333) rather than a silent join.
+            p = Element((None, "presence"))
+            p["from"] = self.jid + "/" + nick
+            p["to"] = frm
+            p["type"] = "unavailable"
+            x = p.addElement((NS_USER, "x"))
+            item = x.addElement("item")
+            item["affiliation"] = "none"
+            item["role"] = "none"
+            item.addElement("reason", content="You are not in the room.")
+            for code in ("110", "307", "333"):
+                x.addElement("status")["code"] = code
+            self.route(p)
+            return False
         aff = self.get_affiliation(bare)
         role = self.get_default_role(aff)
         occ = Occupant(self.jid, nick, frm, bare, role)
