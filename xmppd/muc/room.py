@@ -107,6 +107,7 @@ class Room:
     """A room. Built by :class:`xmppd.muc.service.MUCService` (``service.get_room``)."""
 
     _stored = False   # True once RoomStore holds it
+    creator = None    # bare JID of the user who created it (live rooms; quota)
 
     def __init__(self, service, jid, config=None):
         self.service = service

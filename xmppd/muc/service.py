@@ -166,7 +166,15 @@ class MUCService(XMPPHandler):
         return True
 
     def create_room(self, stanza, frm, room_jid, nick):
+        creator = jidlib.parse(frm).userhost()
+        limit = getattr(self.cfg, "muc_max_rooms_per_creator", 0) or 0
+        if limit and creator not in self.admins and \
+                sum(1 for r in self.rooms.values() if r.creator == creator) >= limit:
+            self.send(error_reply(stanza, "resource-constraint", "wait", by=self.domain,
+                                  text="You have created too many rooms"))
+            return True
         room = Room(self, room_jid)
+        room.creator = creator
         ev = Event(room=room, stanza=stanza, jid=frm)
         try:
             if self.hooks.fire("muc-room-pre-create", ev):
@@ -175,7 +183,7 @@ class MUCService(XMPPHandler):
             self.send(error_reply(stanza, e, by=room_jid))
             return True
         # the creator is the first owner
-        room.affiliations[jidlib.parse(frm).userhost()] = "owner"
+        room.affiliations[creator] = "owner"
         self.rooms[room_jid] = room
         if not room.join(stanza, frm, nick, is_new_room=True):
             self.forget_room(room)
