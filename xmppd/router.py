@@ -220,10 +220,11 @@ class Router(component.Router):
         attrs = el.attributes
         if j.resource is not None:
             s = self.sessions.full.get(j.full())
-            if s is not None:
-                s.deliver(el)
-                return
             t = attrs.get("type")
+            if s is not None:
+                if name != "presence" or t != "probe":   # probes are the server's business
+                    s.deliver(el)
+                return
             if name == "message":
                 if t is None or t == "normal" or t == "chat":
                     self._message_to_bare(el, j, t or "normal")

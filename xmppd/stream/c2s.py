@@ -12,12 +12,14 @@ observers, and the parser is hardened against DTDs, entities, comments,
 processing instructions and oversized stanzas (RFC 6120 §11.1).
 """
 import itertools
+import os
 import re
 import secrets
 
 from twisted.application import service
 from twisted.internet import defer, protocol, reactor, threads
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.jid import resourceprep
 from twisted.words.xish import domish
@@ -39,6 +41,7 @@ NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 XML_LANG = ("http://www.w3.org/XML/1998/namespace", "lang")
 
 MAX_SASL_FAILURES = 3
+MAX_DIRECTED = 1000  # entities one session may send directed presence to (bounded memory)
 CLOSE_GRACE = 10  # seconds a closing peer gets to finish the TLS shutdown
 _LANG_RE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
 
@@ -224,10 +227,10 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
             if stored is not None:
                 d = defer.succeed(True)
             else:
-                d = threads.deferToThread(hash_password, password)
+                d = self.service.hash(hash_password, password)
                 d.addCallback(self._createAccount, username)
         else:
-            d = threads.deferToThread(verify_password, stored or dummy_hash(), password)
+            d = self.service.hash(verify_password, stored or dummy_hash(), password)
             d.addCallback(lambda ok: ok and stored is not None)
         d.addCallback(self._verified, username)
         d.addErrback(self._verifyError, username)
@@ -624,7 +627,12 @@ class C2SStream(xmlstream.XmlStream):
                 self.deliver(reply)
             return
         if t is None:
-            self.directed[self._directedKey(j)] = to
+            key = self._directedKey(j)
+            if key not in self.directed and len(self.directed) >= MAX_DIRECTED:
+                self.deliver(error_reply(el, "resource-constraint", sender=self.cfg.domain,
+                                         text="too many directed presences"))
+                return
+            self.directed[key] = to
         elif t == "unavailable":
             self.directed.pop(self._directedKey(j), None)
         elif t in SUBSCRIPTION_TYPES:
@@ -675,15 +683,24 @@ class C2SService(service.Service):
         self.streams = set()
         self.port = None
         self.factory = C2SFactory(self)
+        # Password hashing (scrypt, 16 MiB each) gets its own small pool: one
+        # thread per core is all the CPU there is, and it bounds the memory.
+        self.hash_pool = ThreadPool(minthreads=0, maxthreads=os.cpu_count() or 2,
+                                    name="xmppd-password-hashing")
+
+    def hash(self, fn, *args):
+        """Run a password hashing function off the reactor thread."""
+        return threads.deferToThreadPool(reactor, self.hash_pool, fn, *args)
 
     def startService(self):
         super().startService()
+        self.hash_pool.start()
         if self.cfg.insecure_auth:
             log.warn("*" * 72)
             log.warn("INSECURE AUTH: any username/password logs in and accounts are created on "
                      "first login. Development only, never expose this server.")
             log.warn("*" * 72)
-        if not self.tls_factory or not self.cfg.tls_cert:
+        if not self.cfg.tls_cert:
             log.info("c2s TLS certificate: {path}", path=self.tls_factory.cert_path)
         self.port = reactor.listenTCP(self.cfg.c2s_port, self.factory,
                                       interface=self.cfg.interface)
@@ -694,6 +711,7 @@ class C2SService(service.Service):
         super().stopService()
         for xs in list(self.streams):
             xs.streamError("system-shutdown")
+        self.hash_pool.stop()
         if self.port is not None:
             d = self.port.stopListening()
             self.port = None
