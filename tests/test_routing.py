@@ -19,6 +19,7 @@ def login(dev_server):
         c.login(user or f"u{next(counter)}x{id(clients) % 9973}", resource=resource)
         if presence is not None:
             c.send(presence)
+            _sync(c)   # the presence (and its broadcast to own resources) is processed
         return c
     yield connect
     for c in clients:
@@ -26,9 +27,15 @@ def login(dev_server):
 
 
 def _sync(c):
-    """Round-trip a ping to the server so everything sent before it has been processed."""
+    """Round-trip a ping to the server so everything sent before it has been processed.
+
+    Presence that arrived meanwhile (own resources' broadcasts) is discarded.
+    """
     c.send("<iq type='get' to='localhost' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
-    el = c.next()
+    while True:
+        el = c.next()
+        if el.tag != f"{C}presence":
+            break
     assert el.get("id") == "sync", ET.tostring(el)
 
 
@@ -248,3 +255,26 @@ def test_stanzas_to_the_conference_domain_reach_the_muc_component(login):
     el = c.next()
     assert el.get("id") == "muc1" and el.get("from") == "conference.localhost"
     assert stanza_error(el)[1] in ("service-unavailable", "feature-not-implemented")
+
+
+def test_undirected_presence_is_broadcast_to_own_resources_only(login):
+    first = login("selfpres", "one")
+    first.send("<presence><status>here</status></presence>")
+    el = first.next()
+    assert el.get("from") == first.full and el.find(f"{C}status").text == "here"
+    stranger = login(presence="<presence/>")
+    second = login("selfpres", "two")
+    second.send("<presence/>")
+    got = {second.next().get("from"), second.next().get("from")}
+    assert got == {first.full, second.full}
+    assert first.next().get("from") == second.full
+    second.send("<presence type='unavailable'/>")
+    el = first.next()
+    assert el.get("type") == "unavailable" and el.get("from") == second.full
+    second.close()
+    _sync(first)
+    third = login("selfpres", "three", presence="<presence/>")
+    first.close()            # an available session that just disappears
+    el = third.next()
+    assert el.get("type") == "unavailable" and el.get("from") == "selfpres@localhost/one"
+    stranger.nothing()

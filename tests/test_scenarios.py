@@ -21,8 +21,6 @@ MUC_XFAIL = False
 # Our own scripts that xmppd does not pass yet, with the reason (they pass against Prosody 0.12.3).
 # strict=True: when the server is fixed the XPASS fails the run, so the entry gets removed.
 KNOWN_SERVER_GAPS = {
-    "routing_presence_self.scs": "available presence is not broadcast to the user's own "
-                                 "resources (RFC 6121 4.2.2)",
 }
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

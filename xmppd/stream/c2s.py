@@ -325,6 +325,7 @@ class C2SStream(xmlstream.XmlStream):
         self.full_escaped = b""
         self.available = False
         self.priority = 0
+        self.last_presence = None   # last undirected available presence (sent to new own resources)
         self.directed = {}          # key -> 'to' of directed available presence
         self._timer = None
         self._idleTimer = None
@@ -392,7 +393,7 @@ class C2SStream(xmlstream.XmlStream):
         if self.bound:
             self.bound = False
             self.router.sessions.remove(self)
-            self._sendDirectedUnavailable()
+            self._leaving()
         log.info("c2s {cid}: connection closed ({who})", cid=self.cid,
                  who=self.full or "unauthenticated")
         self.stream = None
@@ -562,8 +563,40 @@ class C2SStream(xmlstream.XmlStream):
         """Another stream bound our full JID: leave with a conflict stream error."""
         if self.bound:
             self.bound = False
-            self._sendDirectedUnavailable()
+            self._leaving()
         self.streamError("conflict", "replaced by a new session")
+
+    def _broadcastToOwnResources(self, el, include_self):
+        targets = [s for s in self.router.sessions.resources(self.bare).values()
+                   if s.available and (include_self or s is not self)]
+        if targets:
+            self._sendPatched(el, targets)
+
+    @staticmethod
+    def _sendPatched(el, targets):
+        """Serialise ``el`` once and send it to each target session with its own 'to'."""
+        attrs = el.attributes
+        saved = attrs.get("to")
+        attrs["to"] = "\x00"
+        data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+        if saved is None:
+            del attrs["to"]
+        else:
+            attrs["to"] = saved
+        head, tail = data.split(b"\x00", 1)
+        for s in targets:
+            s.write_patched(head, tail)
+
+    def _leaving(self):
+        """The session ends: own resources and directed-presence targets see it go."""
+        if self.available:
+            self.available = False
+            self.last_presence = None
+            p = domish.Element((None, "presence"))
+            p["from"] = self.full
+            p["type"] = "unavailable"
+            self._broadcastToOwnResources(p, False)
+        self._sendDirectedUnavailable()
 
     def _sendDirectedUnavailable(self, status=None):
         """Tell everyone we sent directed presence to that we are gone (fresh element each)."""
@@ -601,20 +634,33 @@ class C2SStream(xmlstream.XmlStream):
         to = attrs.get("to")
         t = attrs.get("type")
         if not to:
+            # Undirected presence. No rosters, so the only subscriber is the
+            # account itself (RFC 6121 §4.2.2, §4.4.2, §4.5.2: own resources).
             if t is None:
                 initial = not self.available
                 self.available = True
                 prio = el.priority
+                p = 0
                 if prio is not None:
                     try:
                         p = int(str(prio).strip())
                     except ValueError:
-                        p = 0
-                    self.priority = max(-128, min(127, p))
+                        pass
+                self.priority = max(-128, min(127, p))
+                self.last_presence = el
+                self._broadcastToOwnResources(el, True)
+                if initial:
+                    for other in self.router.sessions.resources(self.bare).values():
+                        if other is not self and other.available and other.last_presence is not None:
+                            self._sendPatched(other.last_presence, (self,))
                 if initial and self.router.offline is not None:
                     self.router.offline.deliver(self)  # XEP-0160: stored messages now
             elif t == "unavailable":
+                was_available = self.available
                 self.available = False
+                self.last_presence = None
+                if was_available:
+                    self._broadcastToOwnResources(el, False)
                 if self.directed:
                     # RFC 6121 §4.6.3: entities that got directed presence learn we left.
                     status = el.status
