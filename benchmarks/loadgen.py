@@ -471,7 +471,7 @@ async def group_muc(gen: Generator, a):
         c.send_next()
     rate, w, delivered = await measure_rate(gen, a.warmup, a.duration, a.server_pid)
     gen.running = False
-    tag = f"{a.rooms}x{a.per_room}"
+    tag = a.tag or f"{a.rooms}x{a.per_room}"
     emit(f"muc_{tag}_delivered", rate, "msg/s", w, rooms=a.rooms, per_room=a.per_room,
          senders=len(senders), delivered=delivered)
     await asyncio.sleep(1.0)  # let the last echoes arrive
@@ -505,7 +505,7 @@ async def latency(gen: Generator, a, clients):
         raise SystemExit("no latency samples received")
     samples.sort()
     pct = lambda p: samples[min(len(samples) - 1, int(p * len(samples)))] / 1e6  # noqa: E731
-    emit(f"muc_{a.rooms}x{a.per_room}_p99", pct(0.99), "ms", w, offered=a.latency_rate,
+    emit(f"muc_{a.tag or f'{a.rooms}x{a.per_room}'}_p99", pct(0.99), "ms", w, offered=a.latency_rate,
          samples=len(samples), expected=count * a.per_room, p50_ms=round(pct(0.5), 2),
          max_ms=round(samples[-1] / 1e6, 2))
 
@@ -532,6 +532,7 @@ def parse_args(argv=None):
     p.add_argument("--per-room", type=int, default=100)
     p.add_argument("--join-concurrency", type=int, default=50, help="MUC joins in flight")
     p.add_argument("--prefix", default="bench", help="room name prefix")
+    p.add_argument("--tag", help="muc: name figures muc_<tag>_... (default <rooms>x<per-room>)")
     p.add_argument("--sender-fraction", type=float, default=0.1)
     p.add_argument("--latency-rate", type=float, default=0,
                    help="muc: afterwards offer this many deliveries/s to the first room and report p99")

@@ -1,0 +1,307 @@
+"""Run every scenario of issue 6 against xmppd and a private Prosody, side by side.
+
+    python -m benchmarks.compare            # full run (~10 min on 2 cores), writes benchmarks/RESULTS.md
+    python -m benchmarks.compare --quick    # small N, short windows (~2 min), prints the table only
+
+Each scenario group runs against a freshly started server (pinned to --server-cpu) with the load
+generator (benchmarks.loadgen, pinned to --gen-cpu) in a separate process; the servers alternate
+group by group and the order flips every round. Ratios are computed per round and the median is
+reported, because absolute numbers on a shared machine move by +-30 %.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import servers
+
+REPO = servers.REPO
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+
+# key -> (label, unit, higher_is_better, Prosody figure from the issue, target)
+FIGURES = {
+    "logins_plain": ("logins/s (connect, stream, PLAIN, bind, presence)", "logins/s", True, "~300", 1100),
+    "logins_tls": ("logins/s over STARTTLS (TLS 1.3)", "logins/s", True, "~190", 350),
+    "mem_idle_conn": ("server memory per idle authenticated connection", "KB", False, "38 KB", 30),
+    "mem_occupant": ("server memory per MUC occupant", "KB", False, "7 KB", 7),
+    "muc_10x50_delivered": ("MUC 10 rooms x 50, groupchat delivered/s", "msg/s", True, "~8 000", 40000),
+    "muc_1x200_delivered": ("MUC 1 room x 200, delivered/s", "msg/s", True, "~8 300", 52000),
+    "muc_1x200_p99": ("MUC 1x200 delivery latency p99 at 1 000 deliveries/s offered", "ms", False, "57 ms", 10),
+    "chat_delivered": ("1:1 chat delivered/s, 100 pairs, 10 in flight per direction", "msg/s", True, "~10 600",
+                       18000),
+    "muc_joins": ("MUC joins/s while filling 20 rooms x 100", "joins/s", True, "~46", 300),
+}
+
+
+def groups(quick: bool):
+    """(name, loadgen argv, timeout s). Quick mode keeps the shapes but shrinks N and durations."""
+    if quick:
+        return [
+            ("login", ["login", "--clients", "300", "--concurrency", "50"], 120),
+            ("chat", ["chat", "--pairs", "20", "--duration", "2"], 60),
+            ("mucfill", ["mucfill", "--rooms", "4", "--per-room", "25"], 120),
+            ("muc10x50", ["muc", "--rooms", "4", "--per-room", "25", "--tag", "10x50", "--duration", "2"], 120),
+            ("muc1x200", ["muc", "--rooms", "1", "--per-room", "50", "--tag", "1x200", "--duration", "2",
+                          "--latency-rate", "250"], 120),
+        ]
+    return [
+        ("login", ["login", "--clients", "2000", "--concurrency", "100"], 300),
+        ("chat", ["chat", "--pairs", "100", "--window", "10", "--duration", "8"], 120),
+        ("mucfill", ["mucfill", "--rooms", "20", "--per-room", "100", "--join-concurrency", "50"], 400),
+        ("muc10x50", ["muc", "--rooms", "10", "--per-room", "50", "--tag", "10x50", "--duration", "8"], 240),
+        ("muc1x200", ["muc", "--rooms", "1", "--per-room", "200", "--tag", "1x200", "--duration", "8",
+                      "--latency-rate", "1000"], 240),
+    ]
+
+
+def accounts_needed(gs) -> int:
+    n = 0
+    for _, argv, _ in gs:
+        def opt(name, default):
+            return int(argv[argv.index(name) + 1]) if name in argv else default
+        if argv[0] == "login":
+            n = max(n, opt("--clients", 2000))
+        elif argv[0] == "chat":
+            n = max(n, 2 * opt("--pairs", 100))
+        else:
+            n = max(n, opt("--rooms", 20) * opt("--per-room", 100))
+    return n
+
+
+def run_group(server_name, work: Path, gen_argv, timeout, a):
+    """Start a fresh server, run one loadgen group against it, return its figures (dicts)."""
+    if server_name == "xmppd":
+        srv = servers.start_xmppd(work / "xmppd", a.server_cpu)
+    else:
+        srv = servers.start_prosody(work / "prosody", a.server_cpu)
+    cmd = servers.pin(a.gen_cpu) + [sys.executable, "-m", "benchmarks.loadgen", *gen_argv,
+                                    "--port", str(srv.port), "--server-pid", str(srv.pid),
+                                    "--timeout", str(timeout - 10)]
+    figures, err = [], None
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        for line in proc.stdout.splitlines():
+            if line.startswith("FIGURE "):
+                figures.append(json.loads(line[7:]))
+        sys.stderr.write(proc.stderr)
+        if proc.returncode != 0:
+            err = f"loadgen exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+    except subprocess.TimeoutExpired:
+        err = f"timed out after {timeout}s"
+    finally:
+        srv.stop()
+    if err:
+        print(f"  !! {server_name} {gen_argv[0]}: {err}", file=sys.stderr)
+    return figures, err
+
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit in ("KB", "ms"):
+        return f"{v:,.1f}"
+    return f"{v:,.0f}"
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarise(runs, rounds):
+    """runs[(server, round)] = {key: figure}; -> rows for the table."""
+    rows = []
+    for key, (label, unit, higher, prosody_issue, target) in FIGURES.items():
+        xs = [runs.get(("xmppd", r), {}).get(key) for r in range(rounds)]
+        ps = [runs.get(("prosody", r), {}).get(key) for r in range(rounds)]
+        xv = median([f["value"] for f in xs if f])
+        pv = median([f["value"] for f in ps if f])
+        ratios = [x["value"] / p["value"] for x, p in zip(xs, ps) if x and p and p["value"]]
+        ratio = median(ratios)
+        cpu = lambda fs, k: median([f.get(k) for f in fs if f])  # noqa: E731
+        met = None
+        if xv is not None:
+            met = xv >= target if higher else xv <= target
+        beats = None
+        if ratio is not None:
+            beats = ratio >= 1 if higher else ratio <= 1
+        rows.append(dict(key=key, label=label, unit=unit, higher=higher, xmppd=xv, prosody=pv, ratio=ratio,
+                         target=target, met=met, beats=beats, prosody_issue=prosody_issue,
+                         x_server_cpu=cpu(xs, "server_cpu"), x_gen_cpu=cpu(xs, "gen_cpu"),
+                         p_server_cpu=cpu(ps, "server_cpu"), p_gen_cpu=cpu(ps, "gen_cpu"),
+                         x_all=[f["value"] if f else None for f in xs], p_all=[f["value"] if f else None for f in ps]))
+    return rows
+
+
+def table(rows) -> str:
+    out = ["| figure | Prosody | xmppd | xmppd / Prosody | target | target met | "
+           "server CPU % (xmppd / Prosody) | generator CPU % (xmppd run / Prosody run) |",
+           "|---|---:|---:|---:|---:|:---:|---:|---:|"]
+    for r in rows:
+        arrow = "higher is better" if r["higher"] else "lower is better"
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[r["met"]]
+        sc = f"{fmt(r['x_server_cpu'], 'x')} / {fmt(r['p_server_cpu'], 'x')}"
+        gc = f"{fmt(r['x_gen_cpu'], 'x')} / {fmt(r['p_gen_cpu'], 'x')}"
+        if r["key"].startswith("mem_"):
+            sc = gc = "-"
+        tgt = ("≥ " if r["higher"] else "≤ ") + f"{r['target']:,}"
+        out.append(f"| {r['label']} ({r['unit']}, {arrow}) | {fmt(r['prosody'], r['unit'])} | "
+                   f"{fmt(r['xmppd'], r['unit'])} | {ratio} | {tgt} | {met} | {sc} | {gc} |")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    try:
+        import twisted
+        tw = twisted.__version__
+    except Exception:
+        tw = "?"
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio (uvloop not installed)"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or "?"
+    load = os.getloadavg()
+    return (f"- CPU: {os.cpu_count()} × {cpu}; memory {mem}; {platform.platform()}\n"
+            f"- Python {platform.python_version()}, Twisted {tw}; Prosody {servers.prosody_version()} "
+            f"(Lua, epoll backend); generator event loop: {loop}\n"
+            f"- xmppd commit {commit}; load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+            "(the machine is shared: expect ±30 %)")
+
+
+def write_results(path: Path, rows, a, started, elapsed, errors, cmdline):
+    lines = [
+        "# xmppd vs Prosody: benchmark results",
+        "",
+        f"Generated by `{cmdline}` on {started:%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} min "
+        f"({a.rounds} round(s), servers alternating, fresh server per scenario group). "
+        "Regenerate with the same command; see benchmarks/README.md for the method and "
+        "benchmarks/PROFILE.md for what limits xmppd.",
+        "",
+        "## Machine",
+        "",
+        machine(),
+        f"- server pinned to CPU {a.server_cpu}, load generator to CPU {a.gen_cpu} (`taskset`)",
+        "",
+        "## Commands",
+        "",
+        f"- xmppd: `{servers.XMPPD_COMMAND}` (accounts user1..userN created beforehand; "
+        "`--insecure-auth` skips the scrypt check for existing accounts)",
+        f"- Prosody: `{servers.PROSODY_COMMAND}`; limits disabled, accounts user1..userN plain-stored",
+        "- generator: `python -m benchmarks.loadgen GROUP --port P --server-pid PID ...`, arguments per group:",
+        "",
+    ]
+    for name, argv, _ in groups(a.quick):
+        lines.append(f"  - {name}: `{' '.join(argv)}`")
+    lines += [
+        "",
+        "## Results",
+        "",
+        "Values are medians over the rounds; the ratio is the median of per-round ratios. "
+        "CPU columns are % of one core over the measured window: the generator's stays well "
+        "below 100 %, i.e. it is not the bottleneck.",
+        "",
+        table(rows),
+        "",
+        "Issue 6 reference numbers for Prosody 0.12.3 (measured elsewhere): "
+        + "; ".join(f"{r['key']} {r['prosody_issue']}" for r in rows) + ".",
+        "",
+        "Per-round values (xmppd | Prosody):",
+        "",
+    ]
+    for r in rows:
+        lines.append(f"- {r['key']}: {r['x_all']} | {r['p_all']}")
+    if errors:
+        lines += ["", "Errors during the run:", ""] + [f"- {e}" for e in errors]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small N and short windows (a smoke run)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 2, quick 1)")
+    p.add_argument("--servers", default="xmppd,prosody")
+    p.add_argument("--only", help="comma-separated groups (login,chat,mucfill,muc10x50,muc1x200)")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--gen-cpu", type=int, default=1)
+    p.add_argument("--work-dir", type=Path, help="keep server data here (default: a temporary directory)")
+    p.add_argument("--output", type=Path, help=f"results file (default {RESULTS.relative_to(REPO)} for a full "
+                   "run, none for --quick)")
+    a = p.parse_args(argv)
+    if a.rounds is None:
+        a.rounds = 1 if a.quick else 2
+    if os.cpu_count() and max(a.server_cpu, a.gen_cpu) >= os.cpu_count():
+        a.server_cpu = a.gen_cpu = None
+    gs = groups(a.quick)
+    if a.only:
+        wanted = set(a.only.split(","))
+        gs = [g for g in gs if g[0] in wanted]
+    names = a.servers.split(",")
+    own = a.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="xmppd-bench-")) if own else a.work_dir
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    n = accounts_needed(gs)
+    if "xmppd" in names:
+        servers.prepare_xmppd(work / "xmppd", n)
+    if "prosody" in names:
+        servers.prepare_prosody(work / "prosody", n)
+    runs, errors = {}, []
+    try:
+        for rnd in range(a.rounds):
+            for gi, (gname, gargv, timeout) in enumerate(gs):
+                order = names if (rnd + gi) % 2 == 0 else names[::-1]
+                for sname in order:
+                    print(f"[round {rnd + 1}/{a.rounds}] {gname} on {sname}", file=sys.stderr, flush=True)
+                    figs, err = run_group(sname, work, gargv, timeout, a)
+                    if err:
+                        errors.append(f"round {rnd + 1} {gname} on {sname}: {err}")
+                    for f in figs:
+                        runs.setdefault((sname, rnd), {})[f["key"]] = f
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - t0
+    rows = summarise(runs, a.rounds)
+    print()
+    print(table(rows))
+    print(f"\n{elapsed / 60:.1f} min; {len(errors)} error(s)")
+    out = a.output or (None if a.quick else RESULTS)
+    if out:
+        cmdline = "python -m benchmarks.compare" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
+                                                    if (argv if argv is not None else sys.argv[1:]) else "")
+        write_results(out, rows, a, started, elapsed, errors, cmdline.strip())
+        print(f"wrote {out}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Start and stop the servers under test, each pinned to one CPU core.
+
+xmppd runs as a user would start it (``python -m twisted xmppd``) with ``--insecure-auth``:
+accounts that exist log in without a password check, which is the closest xmppd has to
+Prosody's plain-stored passwords (its real check is scrypt, ~50 ms by design). The accounts
+are created beforehand through xmppd's own storage API with one precomputed hash, so the
+first measured login does not pay for account creation.
+
+Prosody 0.12 runs from a private directory with the configuration that ``scripts/run-prosody``
+writes (loopback only, limits disabled, STARTTLS offered but not required), changed in one
+line to ``authentication = "internal_plain"`` (plain-stored passwords, as in issue 6), with
+the accounts written directly as Prosody data files (``prosodyctl register`` takes about a
+second per account).
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+
+
+def wait_port(proc: subprocess.Popen, port: int, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with status {proc.returncode}\n{tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+class Server:
+    """A running server process (its pid is the one to read CPU and RSS from)."""
+
+    def __init__(self, name: str, proc: subprocess.Popen, port: int, log: Path):
+        self.name, self.proc, self.port, self.log = name, proc, port, log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 15.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# xmppd
+
+
+def xmppd_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+PREP_XMPPD = r"""
+import sys
+import xmppd  # compat shim first
+from xmppd import config
+from xmppd.storage import open_storage
+from xmppd.storage.accounts import AccountError, hash_password
+data_dir, n, password = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+store = open_storage(config.load(None, {"data_dir": data_dir}))
+have = set(store.accounts.list())
+h = hash_password(password)
+made = 0
+for i in range(1, n + 1):
+    if f"user{i}" not in have:
+        store.accounts.create(f"user{i}", None, password_hash=h)
+        made += 1
+store.db.close()
+print(f"xmppd accounts: {made} created, {len(have)} existed")
+"""
+
+
+def prepare_xmppd(data_dir: Path, accounts: int):
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", PREP_XMPPD, str(data_dir), str(accounts), PASSWORD],
+                   cwd=REPO, env=xmppd_env(), check=True)
+
+
+def start_xmppd(data_dir: Path, cpu: int | None, extra=()) -> Server:
+    port = free_port()
+    log = data_dir / "xmppd.log"
+    out = open(log, "ab")
+    cmd = pin(cpu) + [sys.executable, "-m", "twisted", "--log-format=text", "xmppd",
+                      "--c2s-port", str(port), "--data-dir", str(data_dir), "--insecure-auth",
+                      "--require-encryption", "false", *extra]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=xmppd_env(), stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT)
+    out.close()
+    wait_port(proc, port, 30, "xmppd", log)
+    return Server("xmppd", proc, port, log)
+
+
+XMPPD_COMMAND = ("python -m twisted --log-format=text xmppd --c2s-port PORT --data-dir DIR "
+                 "--insecure-auth --require-encryption false")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prosody
+
+
+def _run_prosody_module():
+    path = REPO / "scripts" / "run-prosody"
+    loader = importlib.machinery.SourceFileLoader("run_prosody", str(path))
+    spec = importlib.util.spec_from_loader("run_prosody", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def prosody_version() -> str:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "prosody"], capture_output=True,
+                             text=True, timeout=10).stdout
+        return out.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def prepare_prosody(base: Path, accounts: int, domain: str = "localhost"):
+    """Write user1..userN as plain-stored Prosody accounts (the internal storage's file format)."""
+    acc = base / "data" / re.sub(r"\W", lambda m: "%%%02x" % ord(m.group()), domain) / "accounts"
+    acc.mkdir(parents=True, exist_ok=True)
+    body = f'return {{\n\t["password"] = "{PASSWORD}";\n}};\n'
+    for i in range(1, accounts + 1):
+        f = acc / f"user{i}.dat"
+        if not f.exists():
+            f.write_text(body)
+
+
+def start_prosody(base: Path, cpu: int | None) -> Server:
+    rp = _run_prosody_module()
+    port = free_port()
+    args = Namespace(debug=False, interface="127.0.0.1", port=port, auth="internal", tls=True,
+                     domain="localhost")
+    config = rp.write_config(args, base)
+    text = config.read_text()
+    text, n = re.subn(r'authentication = "internal_hashed"', 'authentication = "internal_plain"', text)
+    if n != 1:
+        raise RuntimeError("scripts/run-prosody's config no longer has internal_hashed auth to switch")
+    config.write_text(text)
+    log = base / "prosody.log"
+    out = open(base / "prosody.stdout", "ab")
+    proc = subprocess.Popen(pin(cpu) + [rp.PROSODY, "-F", "--config", str(config)], cwd=base,
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    wait_port(proc, port, 30, "prosody", log)
+    return Server("prosody", proc, port, log)
+
+
+PROSODY_COMMAND = ("prosody -F --config DIR/prosody.cfg.lua  (written by scripts/run-prosody's "
+                   "write_config, authentication = \"internal_plain\")")
