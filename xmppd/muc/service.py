@@ -15,7 +15,7 @@ FallbackHandler).
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish.domish import Element
-from wokkel import component, disco, generic
+from wokkel import component, data_form, disco, generic
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
@@ -166,6 +166,7 @@ class MUCService(XMPPHandler):
         return True
 
     def create_room(self, stanza, frm, room_jid, nick):
+        """A join to a missing room creates it (§10.1.1); the creator becomes owner."""
         creator = jidlib.parse(frm).userhost()
         limit = getattr(self.cfg, "muc_max_rooms_per_creator", 0) or 0
         if limit and creator not in self.admins and \
@@ -192,6 +193,7 @@ class MUCService(XMPPHandler):
         return True
 
     def handle_room_iq(self, room, stanza, frm, stype):
+        """IQ get/set to a bare room JID: every one is answered (result or error)."""
         if stype not in ("get", "set"):
             return True          # results/errors to the room itself: nothing waits for them
         q = stanza.firstChildElement()
@@ -234,6 +236,7 @@ class MUCService(XMPPHandler):
         self._after.append(fn)
 
     def handle_service(self, stanza, name, stype, to_j):
+        """Stanzas to the service domain itself; IQs go on to the xpath handlers."""
         if to_j.resource is not None:
             if stype != "error" and not (name == "presence" and stype == "unavailable"):
                 self.send(error_reply(stanza, "item-not-found" if name != "iq" else
@@ -247,10 +250,9 @@ class MUCService(XMPPHandler):
                 if not self.hooks.fire("muc-service-message", ev):
                     self.send(error_reply(stanza, "service-unavailable", "cancel"))
             return True
-        # presence to the service: nothing to do (no subscriptions)
-        if stype in (None, "probe", "subscribe"):
-            if stype == "subscribe":
-                self.send(error_reply(stanza, "service-unavailable", "cancel"))
+        # presence to the service itself: nothing to track; subscriptions are refused
+        if stype == "subscribe":
+            self.send(error_reply(stanza, "service-unavailable", "cancel"))
         return True
 
     # -- room disco (XEP-0045 §6.4, XEP-0128) ---------------------------------
@@ -266,7 +268,6 @@ class MUCService(XMPPHandler):
             for el in ev.result:
                 result.addChild(el)
             return result
-        from wokkel import data_form
         ev = Event(room=room, features={NS_MUC}, form=[], identity_name=None, requestor=frm)
         self.hooks.fire("muc-disco#info", ev)
         ident = result.addElement("identity")
@@ -288,9 +289,8 @@ class MUCService(XMPPHandler):
         if q.getAttribute("node"):
             result["node"] = q["node"]
             return result
-        # XEP-0045 §6.5: occupants may be listed; only to those who may see them
-        if frm in room.by_jid or not room.config.get("members_only"):
-            pass
+        # §6.5 lets a room list its occupants here; like Prosody we do not, so that
+        # semi-anonymous and members-only rooms never leak who is inside.
         return result
 
     # -- service disco (IDisco, via wokkel's DiscoHandler) ---------------------
