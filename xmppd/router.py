@@ -37,6 +37,7 @@ from twisted.words.xish import domish
 from wokkel import component
 
 from xmppd.jid import InvalidJID, parse
+from xmppd.stream.serialize import to_bytes
 
 NS_CLIENT = "jabber:client"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -182,7 +183,7 @@ class Router(component.Router):
     def route_many(self, el, recipients):
         """Serialise ``el`` once and write it to each recipient's session (MUC fan-out)."""
         el.attributes["to"] = "\x00"
-        data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+        data = to_bytes(el)
         del el.attributes["to"]
         head, tail = data.split(b"\x00", 1)
         full = self.sessions.full
@@ -271,7 +272,7 @@ class Router(component.Router):
                 if len(targets) == 1:
                     targets[0].deliver(el)
                 else:
-                    data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+                    data = to_bytes(el)
                     for s in targets:
                         s.write_stanza(data)
                 return
@@ -291,7 +292,7 @@ class Router(component.Router):
         if len(targets) == 1:
             targets[0].deliver(el)
         elif targets:
-            data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+            data = to_bytes(el)
             for s in targets:
                 s.write_stanza(data)
 

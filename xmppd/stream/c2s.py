@@ -29,6 +29,7 @@ from xmppd.router import NS_CLIENT, SUBSCRIPTION_TYPES, error_reply, result_repl
 from xmppd.storage.accounts import AccountError, dummy_hash, hash_password, verify_password
 from xmppd.stream import sasl as saslmod
 from xmppd.stream import tls as tlsmod
+from xmppd.stream.serialize import to_bytes
 
 log = Logger(namespace="xmppd.c2s")
 
@@ -474,7 +475,7 @@ class C2SStream(xmlstream.XmlStream):
         self.transport.write(data)
 
     def write_element(self, el):
-        self.write_stanza(el.toXml(defaultUri=NS_CLIENT).encode("utf-8"))
+        self.write_stanza(to_bytes(el))
 
     def streamError(self, condition, text=None):
         """Send a stream error (after our header if needed), the footer, and close."""
@@ -525,7 +526,7 @@ class C2SStream(xmlstream.XmlStream):
     # Session interface used by the router.
 
     def deliver(self, el):
-        data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+        data = to_bytes(el)
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full, xml=data.decode())
         self.transport.write(data)
@@ -578,7 +579,7 @@ class C2SStream(xmlstream.XmlStream):
         attrs = el.attributes
         saved = attrs.get("to")
         attrs["to"] = "\x00"
-        data = el.toXml(defaultUri=NS_CLIENT).encode("utf-8")
+        data = to_bytes(el)
         if saved is None:
             del attrs["to"]
         else:

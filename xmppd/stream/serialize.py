@@ -1,0 +1,88 @@
+"""Fast stanza serialisation for the delivery hot path.
+
+``domish.Element.toXml`` handles every prefix case and costs ~8 µs for a
+typical message; this writes the common shape (default namespaces only,
+plus ``xml:`` attributes) in about half that, and falls back to domish for
+anything else (prefixed elements or attributes). Output is relative to the
+``jabber:client`` stream default namespace, like
+``toXml(defaultUri='jabber:client')``.
+"""
+from twisted.words.xish.domish import Element, SerializedXML
+
+NS_CLIENT = "jabber:client"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+
+class _Fallback(Exception):
+    pass
+
+
+def _esc_text(s):
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
+
+
+def _esc_attr(s):
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    if "'" in s:
+        s = s.replace("'", "&apos;")
+    return s
+
+
+def _ser(el, ns, out):
+    if el.localPrefixes:
+        raise _Fallback
+    name = el.name
+    uri = el.uri
+    parts = ["<", name]
+    if uri is not None and uri != ns:
+        parts.append(" xmlns='%s'" % _esc_attr(uri))
+        ns = uri
+    for k, v in el.attributes.items():
+        if k.__class__ is tuple:
+            if k[0] != XML_NS:
+                raise _Fallback
+            k = "xml:" + k[1]
+        parts.append(" %s='%s'" % (k, _esc_attr(v)))
+    children = el.children
+    if not children:
+        parts.append("/>")
+        out.append("".join(parts))
+        return
+    parts.append(">")
+    out.append("".join(parts))
+    for c in children:
+        cls = c.__class__
+        if cls is str:
+            out.append(_esc_text(c))
+        elif cls is SerializedXML:
+            out.append(c)
+        elif isinstance(c, Element):
+            _ser(c, ns, out)
+        else:
+            out.append(_esc_text(str(c)))
+    out.append("</%s>" % name)
+
+
+def to_text(el):
+    """The element as XML text in the jabber:client default namespace."""
+    out = []
+    try:
+        _ser(el, NS_CLIENT, out)
+    except _Fallback:
+        return el.toXml(defaultUri=NS_CLIENT)
+    return "".join(out)
+
+
+def to_bytes(el):
+    return to_text(el).encode("utf-8")
