@@ -139,19 +139,21 @@ def summarise(runs, rounds):
                          target=target, met=met, beats=beats, prosody_issue=prosody_issue,
                          x_server_cpu=cpu(xs, "server_cpu"), x_gen_cpu=cpu(xs, "gen_cpu"),
                          p_server_cpu=cpu(ps, "server_cpu"), p_gen_cpu=cpu(ps, "gen_cpu"),
+                         x_server_wait=cpu(xs, "server_wait"), p_server_wait=cpu(ps, "server_wait"),
                          x_all=[f["value"] if f else None for f in xs], p_all=[f["value"] if f else None for f in ps]))
     return rows
 
 
 def table(rows) -> str:
     out = ["| figure | Prosody | xmppd | xmppd / Prosody | target | target met | "
-           "server CPU % (xmppd / Prosody) | generator CPU % (xmppd run / Prosody run) |",
+           "server CPU % [waited %] (xmppd / Prosody) | generator CPU % (xmppd run / Prosody run) |",
            "|---|---:|---:|---:|---:|:---:|---:|---:|"]
     for r in rows:
         arrow = "higher is better" if r["higher"] else "lower is better"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
         met = {True: "yes", False: "**no**", None: "n/a"}[r["met"]]
-        sc = f"{fmt(r['x_server_cpu'], 'x')} / {fmt(r['p_server_cpu'], 'x')}"
+        sc = (f"{fmt(r['x_server_cpu'], 'x')} [{fmt(r['x_server_wait'], 'x')}] / "
+              f"{fmt(r['p_server_cpu'], 'x')} [{fmt(r['p_server_wait'], 'x')}]")
         gc = f"{fmt(r['x_gen_cpu'], 'x')} / {fmt(r['p_gen_cpu'], 'x')}"
         if r["key"].startswith("mem_"):
             sc = gc = "-"
@@ -227,7 +229,9 @@ def write_results(path: Path, rows, a, started, elapsed, errors, cmdline):
         "",
         "Values are medians over the rounds; the ratio is the median of per-round ratios. "
         "CPU columns are % of one core over the measured window: the generator's stays well "
-        "below 100 %, i.e. it is not the bottleneck.",
+        "below 100 %, i.e. it is not the bottleneck. [waited %] is the share of the window the "
+        "server was runnable but its core ran something else (/proc/PID/schedstat): other "
+        "developers' jobs on this shared machine; a server at 60 % CPU + 40 % waited was saturated.",
         "",
         table(rows),
         "",

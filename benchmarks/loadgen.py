@@ -57,6 +57,15 @@ def own_cpu() -> float:
     return t.user + t.system
 
 
+def run_wait(pid: int | str) -> float:
+    """Seconds the process spent runnable but waiting for a CPU (other load on a shared machine)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -73,22 +82,26 @@ class Window:
 
     def _snap(self):
         scpu = proc_cpu(self.server_pid) if self.server_pid else 0.0
-        return time.monotonic(), scpu, own_cpu()
+        swait = run_wait(self.server_pid) if self.server_pid else 0.0
+        return time.monotonic(), scpu, own_cpu(), swait, run_wait("self")
 
     def start(self):
-        self.t0, self.s0, self.g0 = self._snap()
+        self.t0, self.s0, self.g0, self.sw0, self.gw0 = self._snap()
         return self
 
     def stop(self):
-        self.t1, self.s1, self.g1 = self._snap()
+        self.t1, self.s1, self.g1, self.sw1, self.gw1 = self._snap()
         self.elapsed = self.t1 - self.t0
         return self
 
     def cpu(self) -> dict:
         dt = self.elapsed or 1e-9
-        out = {"seconds": round(dt, 3), "gen_cpu": round(100 * (self.g1 - self.g0) / dt, 1)}
+        out = {"seconds": round(dt, 3), "gen_cpu": round(100 * (self.g1 - self.g0) / dt, 1),
+               "gen_wait": round(100 * (self.gw1 - self.gw0) / dt, 1)}
         if self.server_pid:
             out["server_cpu"] = round(100 * (self.s1 - self.s0) / dt, 1)
+            # % of the window the server was ready to run but its core was busy with something else
+            out["server_wait"] = round(100 * (self.sw1 - self.sw0) / dt, 1)
         return out
 
 
@@ -102,7 +115,8 @@ def emit(key: str, value: float, unit: str, win: Window | None = None, **extra):
     cpu = ""
     if win is not None:
         c = win.cpu()
-        cpu = f"  (server cpu {c.get('server_cpu', '?')}%, generator cpu {c['gen_cpu']}%, {c['seconds']} s)"
+        cpu = (f"  (server cpu {c.get('server_cpu', '?')}% waited {c.get('server_wait', '?')}%, "
+               f"generator cpu {c['gen_cpu']}% waited {c['gen_wait']}%, {c['seconds']} s)")
     print(f"  {key:<22} {value:>12,.1f} {unit}{cpu}", file=sys.stderr, flush=True)
 
 
