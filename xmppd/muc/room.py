@@ -96,13 +96,6 @@ def _bare(full):
     return full if i < 0 else full[:i]
 
 
-def _text(el, name):
-    for c in el.elements():
-        if c.name == name:
-            return str(c)
-    return None
-
-
 class Room:
     """A room. Built by :class:`xmppd.muc.service.MUCService` (``service.get_room``)."""
 
@@ -372,14 +365,13 @@ class Room:
             x.addElement("status")["code"] = c
         return x
 
-    def _presence(self, occ, x, unavailable, payload=None):
+    def _presence(self, occ, x, unavailable):
         p = Element((None, "presence"))
         p["from"] = occ.room_jid
         if unavailable:
             p["type"] = "unavailable"
-        payload = occ.payload if payload is None else payload
-        if payload:
-            p.addRawXml(payload)
+        if occ.payload:
+            p.addRawXml(occ.payload)
         p.addChild(x)
         return p
 
@@ -462,9 +454,13 @@ class Room:
         occ = self.by_jid.get(real_jid)
         return not (occ and occ.role == "moderator")
 
-    def send_occupant_list(self, to_occ, exclude_bare=None, to_jid=None):
-        """Send every other occupant's presence to one session (join, role change)."""
-        to = to_jid or to_occ.jid
+    def send_occupant_list(self, to_occ, exclude_bare=None):
+        """Send every other occupant's presence to one session (join, role change).
+
+        With ``none`` in presence_broadcast, affiliated users who are away are
+        listed too, as unavailable presences (named by their reserved nick).
+        """
+        to = to_occ.jid
         to_bare = _bare(to)
         anonymous = self.is_anonymous_for(to)
         broadcast = self.config.get("presence_broadcast") or ()
@@ -511,16 +507,6 @@ class Room:
         self.hooks.fire("muc-occupant-left", Event(room=self, occupant=occ, nick=occ.nick,
                                                    codes=set(codes)))
         self.service.room_maybe_empty(self)
-
-    def clear(self, x_children=(), codes=()):
-        """Remove everyone (destroy)."""
-        for occ in list(self.occupants.values()):
-            prev = occ.role
-            occ.role = "none"
-            self._remove(occ)
-            self.publicise(occ, codes=codes, prev_role=prev, force_unavailable=True)
-        self.occupants.clear()
-        self.by_jid.clear()
 
     # -- presence ----------------------------------------------------------
     def handle_presence(self, stanza, frm, nick):
