@@ -99,9 +99,11 @@ Events (core fires; attributes besides ``room``)
                              .jid, .bare, .role, .affiliation), is_new_room.
                              Raise StanzaError to refuse the join.
 ``muc-occupant-joined``      occupant, stanza (after the join broadcast)
-``muc-occupant-session-new`` occupant, stanza (the join presence; history
-                             at priority 50 and subject at 20 are sent to
-                             the new occupant here, after its self-presence)
+``muc-occupant-session-new`` occupant, stanza (the join presence), jid.
+                             Fires after the joiner's self-presence. The
+                             core sends the subject here at priority 20
+                             (from config subject/subject_from); history
+                             hooks in above it (50) so it comes first.
 ``muc-occupant-pre-change``  occupant, stanza, new_nick (None if not a nick
                              change). Raise StanzaError to refuse.
 ``muc-occupant-left``        occupant, nick, reason codes (set)

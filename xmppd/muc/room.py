@@ -580,7 +580,9 @@ class Room:
         except StanzaError as e:
             self.send_error(stanza, e, keep=_MUC_X)
             return False
-        nick_changed = occ.nick != nick
+        # 210: the room nick differs from the one asked for (stringprep, or a
+        # feature enforcing a reserved nick)
+        nick_changed = occ.nick != stanza.getAttribute("to", "").partition("/")[2]
         occ.room_jid = self.jid + "/" + occ.nick
         occ.payload = presence_payload(stanza)
         self._add(occ)
