@@ -207,6 +207,9 @@ class Room:
                 self.aff_data[bare] = dict(data)
             if reason is not None:
                 self.aff_data.setdefault(bare, {})["reason"] = reason
+            if affiliation == "outcast" and bare in self.aff_data:
+                # §17.3: outcasts SHOULD NOT keep a reserved nickname
+                self.aff_data[bare].pop("nick", None)
         self._reserved = None
 
         role = self.get_default_role(affiliation)
