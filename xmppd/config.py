@@ -34,13 +34,20 @@ class Config:
     max_preauth_size: int = 16 * 1024
     preauth_timeout: int = 30       # seconds to finish authentication
     idle_timeout: int = 0           # seconds without traffic; 0 = off
-    max_connections_per_ip: int = 100
+    max_connections_per_ip: int = 100   # 0 = unlimited
+    read_rate_limit: int = 65536        # bytes/s read per session (2 s burst); 0 = off
+    max_auth_failures_per_account: int = 5   # in auth_failure_window -> temporary-auth-failure
+    max_auth_failures_per_ip: int = 20
+    auth_failure_window: int = 300      # seconds; 0 = no login throttling
+    limits_exempt: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # per-IP limits skip these
     max_resources_per_account: int = 16
     max_offline_messages: int = 100
     muc_max_history: int = 50
     muc_default_history: int = 20
     muc_max_rooms_per_creator: int = 0  # 0 = unlimited
     muc_max_occupants: int = 0          # 0 = unlimited unless the room says so
+    muc_message_rate: int = 0           # groupchat/private messages per second per occupant; 0 = off
+    muc_message_burst: int = 10         # messages an occupant may send at once before the rate applies
 
     def __post_init__(self):
         if not self.muc_domain:
@@ -157,6 +164,12 @@ def _validate(cfg):
             low = 1 if name in _POSITIVE else 0
             if getattr(cfg, name) < low:
                 raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")
+    for net in cfg.limits_exempt:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"config key 'limits_exempt' must list IP networks"
+                              f" (e.g. 127.0.0.0/8), not {net!r}")
     admins = []
     for admin in cfg.admins:
         j = jidmod.parse_or_none(admin)
