@@ -74,6 +74,12 @@ def _sasl_failure(condition):
     return f"<failure xmlns='{NS_SASL}'><{condition}/></failure>".encode()
 
 
+def _check_password(stored, password):
+    """Thread-side password check; unknown users cost the same as wrong passwords."""
+    ok = verify_password(stored or dummy_hash(), password)
+    return ok and stored is not None
+
+
 def _reject_restricted(*args):
     raise domish.ParserError("restricted-xml")
 
@@ -231,8 +237,7 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
                 d = self.service.hash(hash_password, password)
                 d.addCallback(self._createAccount, username)
         else:
-            d = self.service.hash(verify_password, stored or dummy_hash(), password)
-            d.addCallback(lambda ok: ok and stored is not None)
+            d = self.service.hash(_check_password, stored, password)
         d.addCallback(self._verified, username)
         d.addErrback(self._verifyError, username)
 
