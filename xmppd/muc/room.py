@@ -518,11 +518,14 @@ class Room:
         occ = self.by_jid.get(frm)
         if nick is None:
             if occ is None:
-                if ptype in (None, "probe"):
+                if ptype is None:
                     self.send_error(stanza, stanza_error(
                         "jid-malformed", "modify", "A nickname is required to join"))
+                elif ptype == "probe":
+                    self.send_error(stanza, stanza_error(
+                        "not-acceptable", "cancel", "You are not currently connected to this chat"))
                 return
-            nick = occ.nick
+            nick = occ.nick     # buggy clients address the room instead of their nick
         if ptype is None:
             if occ is None:
                 self.join(stanza, frm, nick)
