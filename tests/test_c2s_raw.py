@@ -547,3 +547,28 @@ def test_trace_logs_stanzas_with_session_but_never_credentials(tmp_path_factory)
     finally:
         c.close()
         server.stop()
+
+
+def test_configured_certificate_is_used_and_unreadable_one_refused(xmppd_server_factory, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from xmppd.stream.tls import make_self_signed
+    key, cert = make_self_signed(["localhost", "conference.localhost"])
+    cert_path, key_path = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = xmppd_server_factory("--tls-cert", cert_path, "--tls-key", key_path)
+    c = Raw(server.port)
+    try:
+        c.open()
+        c.starttls()
+        got = x509.load_der_x509_certificate(c.sock.getpeercert(binary_form=True))
+        assert got.serial_number == cert.serial_number
+    finally:
+        c.close()
+    bad = xmppd_server_factory("--tls-cert", tmp_path / "missing.pem", "--tls-key", key_path,
+                               wait=False)
+    assert bad.proc.wait(20) != 0
+    assert "tls_cert" in bad.log() and "missing.pem" in bad.log()

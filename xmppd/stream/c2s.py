@@ -399,7 +399,11 @@ class C2SStream(xmlstream.XmlStream):
         if self.bound:
             self.bound = False
             self.router.sessions.remove(self)
-            self._leaving()
+            try:
+                self._leaving()
+            except Exception:
+                log.failure("c2s {cid}: announcing the end of {jid} failed", cid=self.cid,
+                            jid=self.full)
         log.info("c2s {cid}: connection closed ({who})", cid=self.cid,
                  who=self.full or "unauthenticated")
         self.stream = None
