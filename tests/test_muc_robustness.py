@@ -157,3 +157,32 @@ async def relay(port):
 def test_iq_between_occupants_round_trip(xmppd_server):
     asyncio.run(relay(xmppd_server.port))
     assert "Traceback" not in xmppd_server.log()
+
+
+async def shutdown(server):
+    """A server shutting down tells occupants with status 332 before closing (§11.2)."""
+    c = Client("R", "user@localhost", "password", "127.0.0.1", server.port)
+    await c.connect()
+    c.send(ET.fromstring("<presence xmlns='jabber:client' to='sd@conference.localhost/R'>"
+                         "<x xmlns='http://jabber.org/protocol/muc'/></presence>"))
+    c.send(ET.fromstring(iq("ping", "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+                            to="sd@conference.localhost")))
+    await _answer(c, "ping")
+    stopping = asyncio.get_running_loop().run_in_executor(None, server.stop)
+    seen = None
+    try:
+        while seen is None:
+            el = await c.next_stanza(5)
+            assert el is not None, "nothing before the stream closed"
+            if el.tag == "{jabber:client}presence" and el.get("type") == "unavailable":
+                seen = el
+    finally:
+        await stopping
+    codes = [s.get("code") for s in seen.findall("{http://jabber.org/protocol/muc#user}x/"
+                                                 "{http://jabber.org/protocol/muc#user}status")]
+    assert codes == ["110", "332"]
+    assert seen.get("from") == "sd@conference.localhost/R"
+
+
+def test_shutdown_notifies_occupants(xmppd_server):
+    asyncio.run(shutdown(xmppd_server))

@@ -24,7 +24,7 @@ from xmppd.muc import admin, owner, register
 from xmppd.muc.errors import error_reply, stanza_error
 from xmppd.muc.features import load_features
 from xmppd.muc.hooks import Event, Hooks
-from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, Room, core
+from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Room, core
 
 log = Logger()
 
@@ -102,6 +102,27 @@ class MUCService(XMPPHandler):
             room.destroying = True
             self.hooks.fire("muc-room-destroyed", Event(room=room, reason=None, alternate=None))
             self.forget_room(room, delete=True)
+
+    def shutdown(self):
+        """Tell every occupant the service is going away (status 332, §11.2)."""
+        if self._orig_dispatch is None:
+            return                        # never started (e.g. an in-process test build)
+        for room in list(self.rooms.values()):
+            for occ in list(room.occupants.values()):
+                p = Element((None, "presence"))
+                p["from"] = occ.room_jid
+                p["to"] = occ.jid
+                p["type"] = "unavailable"
+                x = p.addElement((NS_USER, "x"))
+                item = x.addElement("item")
+                item["affiliation"] = room.get_affiliation(occ.bare)
+                item["role"] = "none"
+                for code in ("110", "332"):
+                    x.addElement("status")["code"] = code
+                try:
+                    self.router.route(p)
+                except Exception:
+                    log.failure("could not notify {jid} of the shutdown", jid=occ.jid)
 
     # -- wiring --------------------------------------------------------------
     def connectionInitialized(self):
@@ -332,6 +353,10 @@ def _result(stanza):
 def make_component(router, cfg, store):
     comp = component.InternalComponent(router, cfg.muc_domain)
     svc = MUCService(router, cfg, store)
+    # Registered now, i.e. before the runner's own "stop the services" trigger, so the
+    # 332 presences go out while the c2s streams are still open (§11.2).
+    from twisted.internet import reactor
+    reactor.addSystemEventTrigger("before", "shutdown", svc.shutdown)
     svc.setHandlerParent(comp)
     disco.DiscoHandler().setHandlerParent(comp)
     generic.FallbackHandler().setHandlerParent(comp)
