@@ -33,6 +33,7 @@ FEATURES = [
     "private_messages",
     "destroy",
     "admin_commands",
+    "ratelimit",
 ]
 
 
