@@ -1,0 +1,79 @@
+"""Profile xmppd under one load-generator group with py-spy, and print where the time goes.
+
+    python -m benchmarks.profile login -- --clients 2000 --concurrency 100 --no-tls
+    python -m benchmarks.profile muc -- --rooms 10 --per-room 50 --duration 8
+
+Starts a fresh xmppd pinned to CPU 0 (accounts pre-created), attaches ``py-spy record
+--format raw`` (``pip install py-spy``) for the whole group, and prints the functions with
+the most samples, by own time and by inclusive time, plus the collapsed stacks file path
+(feed it to flamegraph.pl or speedscope for a picture). Samples are taken only while the
+server is on CPU (py-spy skips idle threads), so the shares add up to the server's busy time.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import servers
+
+
+def summarise(raw: Path, top: int) -> str:
+    own, incl, total = collections.Counter(), collections.Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(n)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    out = [f"{total} samples"]
+    out.append("\nown time:")
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out.append("\ninclusive time:")
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top)]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("group")
+    p.add_argument("--accounts", type=int, default=2000)
+    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--out", type=Path, help="collapsed stacks file (default: in the temp dir)")
+    a, a.loadgen_args = p.parse_known_args(argv)
+    a.loadgen_args = [x for x in a.loadgen_args if x != "--"]
+    if not shutil.which("py-spy"):
+        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    work = Path(tempfile.mkdtemp(prefix="xmppd-prof-"))
+    servers.prepare_xmppd(work / "xmppd", a.accounts)
+    srv = servers.start_xmppd(work / "xmppd", 0)
+    raw = a.out or work / "stacks.txt"
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(srv.pid), "--format", "raw", "--rate",
+                            str(a.rate), "--output", str(raw)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        subprocess.run(servers.pin(1) + [sys.executable, "-m", "benchmarks.loadgen", a.group, *a.loadgen_args,
+                                         "--port", str(srv.port), "--server-pid", str(srv.pid)],
+                       cwd=servers.REPO, check=False, timeout=600)
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(30)
+        srv.stop()
+    print(summarise(raw, a.top))
+    print(f"\ncollapsed stacks: {raw}")
+
+
+if __name__ == "__main__":
+    main()
