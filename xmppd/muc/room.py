@@ -215,8 +215,12 @@ class Room:
         role = self.get_default_role(affiliation)
         changed = []
         for occ in list(self.occupants.values()):
+            # a host ban removes that host's users, except those with an affiliation
+            # of their own (owners, admins and members are named individually)
             if occ.bare == bare or (host_only and affiliation == "outcast"
-                                    and occ.bare[occ.bare.find("@") + 1:] == bare):
+                                    and occ.bare[occ.bare.find("@") + 1:] == bare
+                                    and occ.bare not in self.affiliations
+                                    and occ.bare not in self.service.admins):
                 old = occ.role
                 if occ.role != role and (downgrade or ROLES[occ.role] < ROLES[role]):
                     occ.role = role
