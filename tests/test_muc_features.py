@@ -313,3 +313,41 @@ def test_allow_pm(xmppd_server, allow_pm, sender_role_ok):
         await guest.disconnect()
         await owner.disconnect()
     run(scenario())
+
+
+def test_max_occupants(xmppd_server_factory, tmp_path):
+    """A full room refuses newcomers with service-unavailable (wait); admins still get in."""
+    conf = tmp_path / "xmppd.toml"
+    conf.write_text("[muc]\nmuc_max_occupants = 2\n")
+    server = xmppd_server_factory("--config", str(conf))
+
+    async def scenario():
+        room = "full@conference.localhost"
+        owner = await login(server, "fullowner")
+        await create_room(owner, room)
+        # the form offers no more than the service allows
+        owner.send(stanza(f"<iq type='get' id='form' to='{room}'><query xmlns='{MUC_OWNER}'/></iq>"))
+        _, form = await wait_for(owner, is_result("form"), "config form")
+        field = [f for f in form.iter(q("field", DATA)) if f.get("var") == "muc#roomconfig_maxusers"][0]
+        assert [o.findtext(q("value", DATA)) for o in field.findall(q("option", DATA))] == ["2"]
+        owner.send(stanza(f"<iq type='set' id='adm' to='{room}'><query xmlns='{MUC}#admin'>"
+                          "<item affiliation='admin' jid='fulladmin@localhost'/></query></iq>"))
+        await wait_for(owner, is_result("adm"), "admin grant")
+        first = await login(server, "fullfirst")
+        await join_history(first, room, "first")
+        late = await login(server, "fulllate")
+        late.send(stanza(f"<presence id='j' to='{room}/late'><x xmlns='{MUC}'/></presence>"))
+        _, err = await wait_for(late, lambda el: el.get("id") == "j", "join error")
+        assert err.get("type") == "error"
+        error = err.find(q("error"))
+        assert error.get("type") == "wait"
+        assert error.find("{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
+        admin = await login(server, "fulladmin")
+        assert await join_history(admin, room, "admin") == []
+        # a place frees up when someone leaves
+        await leave(first, room, "first")
+        await leave(admin, room, "admin")
+        assert await join_history(late, room, "late") == []
+        for c in (late, admin, first, owner):
+            await c.disconnect()
+    run(scenario())
