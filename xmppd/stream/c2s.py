@@ -27,6 +27,7 @@ from twisted.words.xish import domish
 from xmppd.jid import parse_or_none
 from xmppd.router import NS_CLIENT, SUBSCRIPTION_TYPES, error_reply, result_reply
 from xmppd.storage.accounts import AccountError, dummy_hash, hash_password, verify_password
+from xmppd.stream import limits
 from xmppd.stream import sasl as saslmod
 from xmppd.stream import tls as tlsmod
 from xmppd.stream.serialize import to_bytes
@@ -227,6 +228,9 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
             if j is None or j.userhost() != bare or j.resource is not None:
                 self.failed("invalid-authzid")
                 return
+        if self.service.auth_throttle.refused(self.xmlstream.limited_ip, username):
+            self.failed("temporary-auth-failure")   # locked out: no password check at all
+            return
         accounts = self.service.store.accounts
         stored = accounts.get_hash(username)
         self.verifying = True
@@ -255,11 +259,22 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         if xs.closing:
             return
         if not ok:
-            self.failed("not-authorized")
+            delay = self.service.auth_throttle.failed(xs.limited_ip, username)
+            if delay > 0:
+                self.verifying = True       # pipelined data while we wait is still refused
+                reactor.callLater(delay, self._failLater)
+            else:
+                self.failed("not-authorized")
             return
+        self.service.auth_throttle.succeeded(username)
         self.username = username
         xs.write(_SUCCESS)
         xs.reset()
+
+    def _failLater(self):
+        self.verifying = False
+        if not self.xmlstream.closing:
+            self.failed("not-authorized")
 
     def _verifyError(self, failure, username):
         self.verifying = False
@@ -337,6 +352,9 @@ class C2SStream(xmlstream.XmlStream):
         self._idleTimer = None
         self._closeTimer = None
         self._last = 0.0
+        self.limited_ip = None      # peer address when per-IP limits apply to it
+        self._ipCounted = False
+        self._rate = None           # limits.ReadRate
         self._handlers = {"message": self.onMessage, "presence": self.onPresence,
                           "iq": self.onIq}
         super().__init__(C2SAuthenticator(service))
@@ -347,6 +365,16 @@ class C2SStream(xmlstream.XmlStream):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self._initializeStream()
+        host = getattr(peer, "host", None)
+        svc = self.service
+        if host is not None and host not in svc.exempt:
+            self.limited_ip = host
+            if not svc.conn_limit.acquire(host):
+                self.streamError("policy-violation", "too many connections from your address")
+                return
+            self._ipCounted = True
+            if self.cfg.read_rate_limit:
+                self._rate = limits.ReadRate(self.transport, self.cfg.read_rate_limit)
         self.service.streams.add(self)
         self._last = reactor.seconds()
         if self.cfg.preauth_timeout > 0:
@@ -363,20 +391,26 @@ class C2SStream(xmlstream.XmlStream):
         stream.DocumentEndEvent = self.onDocumentEnd
         p = stream.parser
         p.buffer_text = True          # O(n) character data instead of O(n^2)
-        p.buffer_size = 65536
+        p.buffer_size = 8192          # allocated per parser: 64 KiB would cost 56 KiB per session
         p.StartDoctypeDeclHandler = _reject_restricted
         p.EntityDeclHandler = _reject_restricted
         p.CommentHandler = _reject_restricted
         p.ProcessingInstructionHandler = _reject_restricted
         stream.maxStanzaSize = self.cfg.max_stanza_size if self.bound else self.cfg.max_preauth_size
         stream.maxElementCount = 10000
+        limits.limit_depth(stream)    # deep trees would overflow the recursion limit later
 
     def dataReceived(self, data):
         if self.closing:
             return
         self._last = reactor.seconds()
+        if self._rate is not None:
+            self._rate.consumed(len(data))
         try:
-            self.stream.parse(data)
+            if len(data) > limits.PARSE_CHUNK:
+                limits.parse(self, data)     # the size limit also holds within one read
+            else:
+                self.stream.parse(data)
         except domish.ParserError as e:
             msg = str(e)
             if "restricted-xml" in msg:
@@ -391,6 +425,12 @@ class C2SStream(xmlstream.XmlStream):
 
     def connectionLost(self, reason):
         self.closing = True
+        if self._ipCounted:
+            self._ipCounted = False
+            self.service.conn_limit.release(self.limited_ip)
+        if self._rate is not None:
+            self._rate.stop()
+            self._rate = None
         self.service.streams.discard(self)
         for t in (self._timer, self._idleTimer, self._closeTimer):
             if t is not None and t.active():
@@ -739,6 +779,11 @@ class C2SService(service.Service):
         self.streams = set()
         self.port = None
         self.factory = C2SFactory(self)
+        self.exempt = limits.Exempt(cfg.limits_exempt)
+        self.conn_limit = limits.ConnectionsPerIP(cfg.max_connections_per_ip)
+        self.auth_throttle = limits.AuthThrottle(cfg.max_auth_failures_per_account,
+                                                 cfg.max_auth_failures_per_ip,
+                                                 cfg.auth_failure_window)
         # Password hashing (scrypt, 16 MiB each) gets its own small pool: one
         # thread per core is all the CPU there is, and it bounds the memory.
         self.hash_pool = ThreadPool(minthreads=0, maxthreads=os.cpu_count() or 2,
