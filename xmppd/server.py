@@ -18,7 +18,9 @@ def build(cfg):
     store.setServiceParent(root)
     router = Router(cfg)
     services.install(router, cfg, store)
-    muc_service.make_component(router, cfg, store).setServiceParent(root)
+    muc = muc_service.make_component(router, cfg, store)
+    muc.setServiceParent(root)
+    router.muc = muc.muc   # live rooms, for xmppdctl requests (xmppd.services.admin_requests)
     c2s.C2SService(cfg, router, store).setServiceParent(root)
     root.router = router
     return root
