@@ -76,10 +76,10 @@ def set_affiliation(c, jid, affiliation, reason=None):
                  f"</item></query>")
 
 
-def affiliation_list(c, affiliation):
+def affiliation_list(c, affiliation, room=ROOM):
     """{bare jid: reason or None} of one affiliation list."""
     res = ok(iq(c, f"<query xmlns='{MUC_ADMIN}'><item affiliation='{affiliation}'/></query>",
-                itype="get"))
+                to=room, itype="get"))
     out = {}
     for item in res.iter(f"{{{MUC_ADMIN}}}item"):
         reason = item.find(f"{{{MUC_ADMIN}}}reason")

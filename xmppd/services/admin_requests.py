@@ -16,8 +16,7 @@ def install(router, cfg, store):
         return
 
     def room_destroy(room_jid):
-        comp = router.routes.get(cfg.muc_domain)
-        muc = getattr(comp, "muc", None)
+        muc = getattr(router, "muc", None)
         room = muc.rooms.get(room_jid) if muc is not None else None
         if room is None:
             return
