@@ -688,6 +688,7 @@ class C2SStream(xmlstream.XmlStream):
             # account itself (RFC 6121 §4.2.2, §4.4.2, §4.5.2: own resources).
             if t is None:
                 initial = not self.available
+                offline_due = not (self.available and self.priority >= 0)  # XEP-0160
                 self.available = True
                 prio = el.priority
                 p = 0
@@ -703,7 +704,7 @@ class C2SStream(xmlstream.XmlStream):
                     for other in self.router.sessions.resources(self.bare).values():
                         if other is not self and other.available and other.last_presence is not None:
                             self._sendPatched(other.last_presence, (self,))
-                if initial and self.router.offline is not None:
+                if offline_due and self.router.offline is not None:
                     self.router.offline.deliver(self)  # XEP-0160: stored messages now
             elif t == "unavailable":
                 was_available = self.available
