@@ -63,9 +63,16 @@ _MUC_X = {(NS_MUC, "x"), (NS_USER, "x")}
 
 
 class Occupant:
-    """One occupant: a nick held by one real session (full JID)."""
+    """One occupant: a nick held by a user, from one or more sessions (full JIDs).
 
-    __slots__ = ("nick", "jid", "bare", "role", "room_jid", "payload", "available", "cache")
+    Several resources of the same user may share a nick (as Prosody allows):
+    ``sessions`` maps each full JID to the payload of its last presence, in
+    join order; ``jid``/``payload`` are the primary (first) session's, which
+    is what other occupants see.
+    """
+
+    __slots__ = ("nick", "jid", "bare", "role", "room_jid", "payload", "available", "cache",
+                 "sessions")
 
     def __init__(self, room_jid, nick, jid, bare, role):
         self.nick = nick
@@ -76,6 +83,19 @@ class Occupant:
         self.payload = ""        # serialised children of the last presence (no MUC x)
         self.available = True
         self.cache = None        # {with_jid: (head, tail)} of its occupant-list presence
+        self.sessions = {jid: ""}
+
+    def set_payload(self, jid, payload):
+        self.sessions[jid] = payload
+        if jid == self.jid:
+            self.payload = payload
+
+    def drop_session(self, jid):
+        """Forget one of several sessions; the next one becomes primary if needed."""
+        del self.sessions[jid]
+        if jid == self.jid:
+            self.jid = next(iter(self.sessions))
+            self.payload = self.sessions[self.jid]
 
     def __repr__(self):
         return f"<Occupant {self.room_jid} {self.jid} {self.role}>"
@@ -238,7 +258,7 @@ class Room:
                 if occ.role == "none":
                     self._left(occ, codes)
                 elif not self.whois_anyone and (old == "moderator") != (occ.role == "moderator"):
-                    self.send_occupant_list(occ, exclude_bare=occ.bare)
+                    self._resync_moderator_view(occ)
         else:
             msg = Element((None, "message"))
             msg["from"] = self.jid
@@ -251,8 +271,8 @@ class Room:
             if reason:
                 item.addElement("reason", content=reason)
             min_role = 0 if self.whois_anyone else ROLES["moderator"]
-            self.route_many(msg, [o.jid for o in self.occupants.values()
-                                  if ROLES[o.role] >= min_role])
+            self.route_many(msg, [j for o in self.occupants.values()
+                                  if ROLES[o.role] >= min_role for j in o.sessions])
         self.save()
         ev.in_room = bool(changed)
         self.hooks.fire("muc-set-affiliation", ev)
@@ -324,7 +344,7 @@ class Room:
         if role == "none":
             self._left(occ, set(codes))
         elif not self.whois_anyone and (prev == "moderator") != (role == "moderator"):
-            self.send_occupant_list(occ, exclude_bare=occ.bare)
+            self._resync_moderator_view(occ)
         return True
 
     def _actor(self, actor):
@@ -353,42 +373,50 @@ class Room:
             x.addElement("status")["code"] = c
         for c in self_codes:
             x.addElement("status")["code"] = c
-        item = x.addElement("item")
-        item["affiliation"] = self.get_affiliation(occ.bare)
-        item["role"] = occ.role
-        if with_jid:
-            item["jid"] = occ.jid
-        if nick:
-            item["nick"] = nick
-        if actor_nick or actor_jid:
-            a = item.addElement("actor")
-            if actor_jid:
-                a["jid"] = actor_jid
-            if actor_nick:
-                a["nick"] = actor_nick
-        if reason:
-            item.addElement("reason", content=reason)
+        affiliation = self.get_affiliation(occ.bare)
+        # one item per session when real JIDs are shown (Prosody's multi-session form)
+        for jid in (occ.sessions if with_jid else (None,)):
+            item = x.addElement("item")
+            item["affiliation"] = affiliation
+            item["role"] = occ.role
+            if jid:
+                item["jid"] = jid
+            if nick:
+                item["nick"] = nick
+            if actor_nick or actor_jid:
+                a = item.addElement("actor")
+                if actor_jid:
+                    a["jid"] = actor_jid
+                if actor_nick:
+                    a["nick"] = actor_nick
+            if reason:
+                item.addElement("reason", content=reason)
         for c in trailing:
             x.addElement("status")["code"] = c
         return x
 
-    def _presence(self, occ, x, unavailable):
+    def _presence(self, occ, x, unavailable, payload=None):
         p = Element((None, "presence"))
         p["from"] = occ.room_jid
         if unavailable:
             p["type"] = "unavailable"
-        if occ.payload:
-            p.addRawXml(occ.payload)
+        payload = occ.payload if payload is None else payload
+        if payload:
+            p.addRawXml(payload)
         p.addChild(x)
         return p
 
     def publicise(self, occ, codes=(), self_codes=(), nick=None, actor_nick=None, actor_jid=None,
-                  reason=None, prev_role=None, force_unavailable=False, self_only_codes=True):
+                  reason=None, prev_role=None, force_unavailable=False, leaving=None):
         """Broadcast ``occ``'s presence to the room (one build per variant).
 
-        ``codes`` go before the item (e.g. 201, 303, 307), ``self_codes``
-        after it in the occupant's own copy only (110 is always appended
-        there). An occupant whose role is ``none`` is sent as unavailable.
+        ``codes`` go before the item(s) in every copy (e.g. 201, 303, 307);
+        ``self_codes`` (e.g. 100, 210) follow them in the occupant's own copies
+        only, which always end with 110 (Prosody's order). An occupant whose
+        role is ``none`` is sent as unavailable; ``force_unavailable`` hides
+        it from the others only. With real JIDs shown, there is one item per
+        session. ``leaving`` names a session of a multi-session occupant that is going:
+        its own copy is unavailable, the others stay available.
         """
         occ.cache = None
         unavailable = occ.role == "none" or force_unavailable or not occ.available
@@ -402,11 +430,11 @@ class Room:
                 if other is occ:
                     continue
                 if whois_anyone or other.role == "moderator":
-                    full.append(other.jid)
+                    full.extend(other.sessions)
                 elif other.bare == occ.bare:
-                    same.append(other.jid)
+                    same.extend(other.sessions)
                 else:
-                    anon.append(other.jid)
+                    anon.extend(other.sessions)
         unav = unavailable or not visible
         if full:
             x = self._build_x(occ, codes, True, actor_nick, actor_jid, reason, nick)
@@ -417,11 +445,13 @@ class Room:
         if same:
             x = self._build_x(occ, codes, True, actor_nick, None, reason, nick)
             self.route_many(self._presence(occ, x, unav), same)
-        # the occupant itself
+        # the occupant itself: every session, each with its own presence payload
         x = self._build_x(occ, codes, True, actor_nick, None, reason, nick, self_codes, ("110",))
-        p = self._presence(occ, x, occ.role == "none" or not occ.available)
-        p["to"] = occ.jid
-        self.route(p)
+        self_unavailable = occ.role == "none" or not occ.available
+        for jid, payload in list(occ.sessions.items()):
+            p = self._presence(occ, x, self_unavailable or jid == leaving, payload)
+            p["to"] = jid
+            self.route(p)
 
     def occupant_list_presence(self, occ, with_jid):
         x = self._build_x(occ, (), with_jid, None, None, None, None)
@@ -461,13 +491,14 @@ class Room:
         occ = self.by_jid.get(real_jid)
         return not (occ and occ.role == "moderator")
 
-    def send_occupant_list(self, to_occ, exclude_bare=None):
+    def send_occupant_list(self, to_occ, exclude_bare=None, to=None):
         """Send every other occupant's presence to one session (join, role change).
 
-        With ``none`` in presence_broadcast, affiliated users who are away are
-        listed too, as unavailable presences (named by their reserved nick).
+        ``to`` defaults to the primary session. With ``none`` in
+        presence_broadcast, affiliated users who are away are listed too, as
+        unavailable presences (named by their reserved nick).
         """
-        to = to_occ.jid
+        to = to or to_occ.jid
         to_bare = _bare(to)
         anonymous = self.is_anonymous_for(to)
         broadcast = self.config.get("presence_broadcast") or ()
@@ -501,14 +532,23 @@ class Room:
     # -- occupants ---------------------------------------------------------
     def _add(self, occ):
         self.occupants[occ.nick] = occ
-        self.by_jid[occ.jid] = occ
+        for jid in occ.sessions:
+            self.by_jid[jid] = occ
 
     def _remove(self, occ):
-        occ.payload = ""     # removed without a leave presence of its own: a bare unavailable
+        # removed without a leave presence of its own: a bare unavailable
+        occ.payload = ""
+        for jid in occ.sessions:
+            occ.sessions[jid] = ""
+            if self.by_jid.get(jid) is occ:
+                del self.by_jid[jid]
         if self.occupants.get(occ.nick) is occ:
             del self.occupants[occ.nick]
-        if self.by_jid.get(occ.jid) is occ:
-            del self.by_jid[occ.jid]
+
+    def _resync_moderator_view(self, occ):
+        """Real JIDs became visible or hidden for ``occ``: resend the others' presence."""
+        for jid in list(occ.sessions):
+            self.send_occupant_list(occ, exclude_bare=occ.bare, to=jid)
 
     def _left(self, occ, codes=()):
         self.hooks.fire("muc-occupant-left", Event(room=self, occupant=occ, nick=occ.nick,
@@ -583,18 +623,20 @@ class Room:
             if self.hooks.fire("muc-occupant-pre-join", ev):
                 return False
             existing = self.occupants.get(occ.nick)
-            if existing is not None:
+            if existing is not None and existing.bare != bare:
                 raise stanza_error("conflict", "cancel", "That nickname is already in use")
             if occ.role == "none":
                 raise stanza_error("forbidden", "auth")
         except StanzaError as e:
             self.send_error(stanza, e, keep=_MUC_X)
             return False
+        if existing is not None:
+            return self.add_session(existing, stanza, frm)
         # 210: the room nick differs from the one asked for (stringprep, or a
         # feature enforcing a reserved nick)
         nick_changed = occ.nick != stanza.getAttribute("to", "").partition("/")[2]
         occ.room_jid = self.jid + "/" + occ.nick
-        occ.payload = presence_payload(stanza)
+        occ.set_payload(frm, presence_payload(stanza))
         self._add(occ)
         # existing occupants to the newcomer, then the newcomer to everyone
         self.send_occupant_list(occ)
@@ -616,6 +658,16 @@ class Room:
                                                           jid=frm))
         return True
 
+    def add_session(self, occ, stanza, frm):
+        """Another resource of the same user joins with the same nick (multi-session)."""
+        occ.sessions[frm] = presence_payload(stanza)
+        self.by_jid[frm] = occ
+        self.send_occupant_list(occ, to=frm)
+        self.publicise(occ)
+        self.hooks.fire("muc-occupant-session-new", Event(room=self, occupant=occ, stanza=stanza,
+                                                          jid=frm))
+        return True
+
     def presence_update(self, occ, stanza):
         ev = Event(room=self, occupant=occ, stanza=stanza, new_nick=None)
         try:
@@ -624,15 +676,16 @@ class Room:
         except StanzaError as e:
             self.send_error(stanza, e)
             return
-        occ.payload = presence_payload(stanza)
+        frm = stanza.getAttribute("from")
+        occ.set_payload(frm if frm in occ.sessions else occ.jid, presence_payload(stanza))
         rejoin = any(c.name == "x" and c.uri == NS_MUC for c in stanza.elements())
         if rejoin:
-            # a desynced client rejoining: resend the room state
-            self.send_occupant_list(occ)
+            # §17.1: a join from a joined client is a full synchronisation request
+            self.send_occupant_list(occ, to=frm)
         self.publicise(occ)
         if rejoin:
             self.hooks.fire("muc-occupant-session-new", Event(room=self, occupant=occ,
-                                                              stanza=stanza, jid=occ.jid))
+                                                              stanza=stanza, jid=frm))
 
     def change_nick(self, occ, stanza, new_nick):
         ev = Event(room=self, occupant=occ, stanza=stanza, new_nick=new_nick)
@@ -645,23 +698,43 @@ class Room:
             self.send_error(stanza, e)
             return
         new_nick = ev.new_nick
-        # unavailable with 303 from the old nick
+        # unavailable with 303 from the old nick (all sessions move together)
         occ.available = False
         self.publicise(occ, codes=("303",), nick=new_nick)
         occ.available = True
+        payloads = dict(occ.sessions)
         self._remove(occ)
+        occ.sessions.update(payloads)
+        occ.payload = payloads[occ.jid]
         occ.nick = new_nick
         occ.room_jid = self.jid + "/" + new_nick
-        occ.payload = presence_payload(stanza)
+        frm = stanza.getAttribute("from")
+        occ.set_payload(frm if frm in occ.sessions else occ.jid, presence_payload(stanza))
         self._add(occ)
         self.publicise(occ)
 
+    def _drop_one_session(self, occ, jid, payload):
+        """One of several sessions goes; the occupant stays.
+
+        As Prosody: the room re-announces the occupant with the leaving
+        session still listed, that session's own copy being unavailable;
+        then the session is forgotten.
+        """
+        occ.sessions[jid] = payload
+        self.publicise(occ, leaving=jid)
+        occ.drop_session(jid)
+        del self.by_jid[jid]
+
     def leave(self, occ, stanza=None, codes=()):
+        payload = presence_payload(stanza) if stanza is not None else ""
+        frm = stanza.getAttribute("from") if stanza is not None else occ.jid
+        if len(occ.sessions) > 1 and frm in occ.sessions:
+            self._drop_one_session(occ, frm, payload)
+            return
         prev = occ.role
         occ.role = "none"
         self._remove(occ)
-        payload = presence_payload(stanza) if stanza is not None else ""
-        occ.payload = payload
+        occ.set_payload(occ.jid, payload)
         self.publicise(occ, codes=codes, prev_role=prev)
         self._left(occ, codes)
 
@@ -675,12 +748,16 @@ class Room:
         message = "Kicked: " + (cond.replace("-", " ") if cond else "presence error")
         if text and self.whois_anyone:
             message += ": " + text
+        st = Element((None, "status"))
+        st.addContent(message)
+        frm = stanza.getAttribute("from")
+        if len(occ.sessions) > 1 and frm in occ.sessions:
+            self._drop_one_session(occ, frm, st.toXml())
+            return
         prev = occ.role
         occ.role = "none"
         self._remove(occ)
-        st = Element((None, "status"))
-        st.addContent(message)
-        occ.payload = st.toXml()
+        occ.set_payload(occ.jid, st.toXml())
         self.publicise(occ, codes=("333",), prev_role=prev)
         self._left(occ, ("333",))
 
@@ -796,8 +873,11 @@ class Room:
                 stanza.children.remove(c)
         stanza.addElement((NS_USER, "x"))
         stanza["from"] = occ.room_jid
-        stanza["to"] = target.jid
-        self.route(stanza)
+        if len(target.sessions) == 1:
+            stanza["to"] = target.jid
+            self.route(stanza)
+        else:
+            self.route_many(stanza, list(target.sessions))
 
     # -- IQs to occupants ----------------------------------------------------
     def _mac(self, text):
@@ -816,13 +896,14 @@ class Room:
                 return
             if frm != sender_jid and _bare(sender_jid) != frm:
                 return
-            if self._mac(target.jid) != h:
+            session = next((j for j in target.sessions if self._mac(j) == h), None)
+            if session is None:
                 return
             sender_occ = self.by_jid.get(sender_jid)
             if sender_occ is None:
                 return
             stanza["from"] = sender_occ.room_jid
-            stanza["to"] = target.jid
+            stanza["to"] = session
             stanza["id"] = orig_id
             self.route(stanza)
             return
@@ -870,17 +951,20 @@ class Room:
                 d.addElement("reason", content=reason)
             if password:
                 d.addElement("password", content=password)
-            item = x.addElement("item")
-            item["affiliation"] = self.get_affiliation(occ.bare)
-            item["role"] = "none"
-            item["jid"] = occ.jid
+            affiliation = self.get_affiliation(occ.bare)
+            for jid in occ.sessions:
+                item = x.addElement("item")
+                item["affiliation"] = affiliation
+                item["role"] = "none"
+                item["jid"] = jid
             x.addElement("status")["code"] = "110"
-            p = Element((None, "presence"))
-            p["from"] = occ.room_jid
-            p["to"] = occ.jid
-            p["type"] = "unavailable"
-            p.addChild(x)
-            self.route(p)
+            for jid in list(occ.sessions):
+                p = Element((None, "presence"))
+                p["from"] = occ.room_jid
+                p["to"] = jid
+                p["type"] = "unavailable"
+                p.addChild(x)
+                self.route(p)
             occ.role = "none"
             self.hooks.fire("muc-occupant-left", Event(room=self, occupant=occ, nick=occ.nick,
                                                        codes=set()))
@@ -962,7 +1046,7 @@ def _send_subject(event):
     msg = Element((None, "message"))
     msg["type"] = "groupchat"
     msg["from"] = room.config.get("subject_from") or room.jid
-    msg["to"] = event.occupant.jid
+    msg["to"] = getattr(event, "jid", None) or event.occupant.jid
     subj = msg.addElement("subject")
     if room.config.get("subject"):
         subj.addContent(room.config["subject"])

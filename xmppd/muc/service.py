@@ -111,7 +111,6 @@ class MUCService(XMPPHandler):
             for occ in list(room.occupants.values()):
                 p = Element((None, "presence"))
                 p["from"] = occ.room_jid
-                p["to"] = occ.jid
                 p["type"] = "unavailable"
                 x = p.addElement((NS_USER, "x"))
                 item = x.addElement("item")
@@ -120,7 +119,7 @@ class MUCService(XMPPHandler):
                 for code in ("110", "332"):
                     x.addElement("status")["code"] = code
                 try:
-                    self.router.route(p)
+                    self.router.route_many(p, list(occ.sessions))
                 except Exception:
                     log.failure("could not notify {jid} of the shutdown", jid=occ.jid)
 

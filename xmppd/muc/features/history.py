@@ -191,7 +191,7 @@ def _send(event):
         maxstanzas = default_count(room)
     if maxchars == 0 or maxstanzas == 0:
         return None
-    to = event.occupant.jid
+    to = getattr(event, "jid", None) or event.occupant.jid   # the joining session
     # like router.route_many: no live local session, nothing to deliver
     session = room.router.sessions.get(to)
     if session is None:
