@@ -50,6 +50,11 @@ def main(argv=None):
     p.add_argument("--accounts", type=int, default=2000)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--window", type=int, default=0,
+                   help="profile only the Nth measured window of the group (0 = the first); "
+                        "-1 = the whole run including logins and room fills")
+    p.add_argument("--nonblocking", action="store_true",
+                   help="do not pause the server to sample (use for latency runs)")
     p.add_argument("--out", type=Path, help="collapsed stacks file (default: in the temp dir)")
     a, a.loadgen_args = p.parse_known_args(argv)
     a.loadgen_args = [x for x in a.loadgen_args if x != "--"]
@@ -59,17 +64,39 @@ def main(argv=None):
     servers.prepare_xmppd(work / "xmppd", a.accounts)
     srv = servers.start_xmppd(work / "xmppd", 0)
     raw = a.out or work / "stacks.txt"
-    spy = subprocess.Popen(["py-spy", "record", "--pid", str(srv.pid), "--format", "raw", "--rate",
-                            str(a.rate), "--output", str(raw)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    spy_cmd = ["py-spy", "record", "--pid", str(srv.pid), "--format", "raw", "--rate", str(a.rate),
+               "--output", str(raw)] + (["--nonblocking"] if a.nonblocking else [])
+    spy = None
+
+    def start_spy():
+        return subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop_spy(spy):
+        if spy is not None and spy.poll() is None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            spy.wait(30)
+
     try:
-        subprocess.run(servers.pin(1) + [sys.executable, "-m", "benchmarks.loadgen", a.group, *a.loadgen_args,
-                                         "--port", str(srv.port), "--server-pid", str(srv.pid)],
-                       cwd=servers.REPO, check=False, timeout=600)
+        if a.window < 0:
+            spy = start_spy()
+            time.sleep(1.0)
+        gen = subprocess.Popen(servers.pin(1) + [sys.executable, "-m", "benchmarks.loadgen", a.group,
+                                                 *a.loadgen_args, "--port", str(srv.port),
+                                                 "--server-pid", str(srv.pid)],
+                               cwd=servers.REPO, stdout=subprocess.PIPE, text=True)
+        windows = 0
+        for line in gen.stdout:
+            if line.startswith("PHASE") and a.window >= 0:
+                if windows == a.window:
+                    spy = start_spy()
+                windows += 1
+            elif line.startswith("FIGURE"):
+                print(line.rstrip())
+                if a.window >= 0 and windows == a.window + 1:
+                    stop_spy(spy)
+        gen.wait(600)
     finally:
-        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        spy.wait(30)
+        stop_spy(spy)
         srv.stop()
     print(summarise(raw, a.top))
     print(f"\ncollapsed stacks: {raw}")
