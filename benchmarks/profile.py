@@ -23,6 +23,42 @@ from pathlib import Path
 from benchmarks import servers
 
 
+# Buckets for a one-line answer to "where does the time go": a sample goes to the first bucket
+# one of whose markers appears anywhere in its stack (so order = priority).
+BUCKETS = [
+    ("logging (twisted.logger per event)", ("Logger.info", "Logger.emit", "Logger.failure", "log.msg")),
+    ("TLS (pyOpenSSL handshake, encrypt)", ("OpenSSL", "TLSMemoryBIO", "_sslverify")),
+    ("stringprep / JID parsing", ("stringprep", "jid.py", "JID.__init__")),
+    ("SQLite (account lookup)", ("Database.", "sqlite")),
+    ("new XML parser per stream", ("elementStream", "ExpatElementStream.__init__", "_initializeStream")),
+    ("socket writes (doWrite, send)", ("doWrite", "writeSomeData")),
+    ("epoll register/unregister (start/stopWriting)", ("startWriting", "stopWriting", "addWriter",
+                                                       "removeWriter")),
+    ("MUC room logic", ("room.py", "muc/")),
+    ("XML parse (expat callbacks, Element building)", ("ExpatElementStream.parse",)),
+    ("serialisation (toXml)", ("toXml", "serialize.py")),
+    ("accept/connect/close", ("doAccept", "connectionLost", "connectionMade", "socket.accept")),
+    ("reactor loop, timers, dispatch", ("doPoll", "mainLoop", "runUntilCurrent", "callLater")),
+]
+
+
+def buckets(raw: Path) -> str:
+    counts, total = collections.Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(n)
+        total += n
+        for name, markers in BUCKETS:
+            if any(m in stack for m in markers):
+                counts[name] += n
+                break
+        else:
+            counts["other"] += n
+    return "\n".join(f"  {100 * n / max(1, total):5.1f}%  {name}" for name, n in counts.most_common())
+
+
 def summarise(raw: Path, top: int) -> str:
     own, incl, total = collections.Counter(), collections.Counter(), 0
     for line in raw.read_text().splitlines():
@@ -36,7 +72,7 @@ def summarise(raw: Path, top: int) -> str:
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    out = [f"{total} samples"]
+    out = [f"{total} samples (at the sampling rate, seconds = samples / rate)", "\nbuckets:", buckets(raw)]
     out.append("\nown time:")
     out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
     out.append("\ninclusive time:")
