@@ -82,18 +82,27 @@ class MUCService(XMPPHandler):
         rs = self.room_store
         if rs is None or not hasattr(rs, "save_room"):
             return
-        if room.config.get("persistent") and not room.destroying:
-            rs.save_room(room.jid, room.config, room.affiliations, room.aff_data)
-            room._stored = True
-        elif room._stored:
-            rs.delete_room(room.jid)
-            room._stored = False
+        try:
+            if room.config.get("persistent") and not room.destroying:
+                rs.save_room(room.jid, room.config, room.affiliations, room.aff_data)
+                room._stored = True
+            elif room._stored:
+                rs.delete_room(room.jid)
+                room._stored = False
+        except Exception:
+            # A full or broken disk must not take the live room down with it: the
+            # change stays in memory and the next save retries the whole state.
+            log.failure("could not save room {room}", room=room.jid)
 
     def forget_room(self, room, delete=False):
         if self.rooms.get(room.jid) is room:
             del self.rooms[room.jid]
-        if delete and self.room_store is not None and hasattr(self.room_store, "delete_room"):
-            self.room_store.delete_room(room.jid)
+        if delete and room._stored and self.room_store is not None:
+            try:
+                self.room_store.delete_room(room.jid)
+                room._stored = False
+            except Exception:
+                log.failure("could not delete stored room {room}", room=room.jid)
 
     def room_maybe_empty(self, room):
         if room.occupants or room.destroying:
