@@ -132,7 +132,8 @@ Events (core fires; attributes besides ``room``)
                              reason. Raise StanzaError to refuse.
 ``muc-set-affiliation``      jid, affiliation, previous, actor, reason, data
                              (the affiliation data dict, e.g. reserved nick)
-``muc-pre-set-role``         occupant, role, previous, actor, reason
+``muc-pre-set-role``         occupant, role, previous, actor (privileged
+                             changes only; raise StanzaError to refuse)
 ``muc-pre-room-destroy``     reason, alternate, actor
 ``muc-config-cancelled``     actor (owner sent a cancel form)
 ``muc-config-applied``       like muc-config-submitted, after every var
@@ -154,8 +155,8 @@ after the current room IQ has been answered (e.g. status messages);
 re-broadcasts an occupant's presence; ``room.set_affiliation(actor, jid,
 aff, reason)`` and ``room.set_role(actor, occupant, role, reason)`` apply
 privilege checks when ``actor`` (a real full JID) is not None.
-``muc-room-locked`` / ``muc-room-unlocked``
-``muc-registration-submitted`` jid, nick
+``muc-registration-submitted`` jid, nick, form (submitted values), data
+                             (affiliation data to store; may be extended)
 """
 from twisted.logger import Logger
 

@@ -219,6 +219,7 @@ class MUCService(XMPPHandler):
             self.forget_room(room)
             return True
         self.hooks.fire("muc-room-created", Event(room=room, stanza=stanza, jid=frm))
+        log.info("room {room} created by {jid}", room=room_jid, jid=frm)
         return True
 
     def handle_room_iq(self, room, stanza, frm, stype):
