@@ -377,6 +377,7 @@ async def group_login(gen: Generator, a):
         rss1 = rss_kb(a.server_pid)
         emit("mem_idle_conn", (rss1 - rss0) / max(1, len(clients)), "KB/conn", None,
              rss_before_kb=rss0, rss_after_kb=rss1, clients=len(clients))
+        await asyncio.sleep(a.hold)
     await gen.close_all(clients, a.settle)
     if not a.no_tls:
         w = Window(a.server_pid).start()
@@ -444,6 +445,7 @@ async def group_mucfill(gen: Generator, a):
         rss1 = rss_kb(a.server_pid)
         emit("mem_occupant", (rss1 - rss0) / n, "KB/occupant", None, rss_before_kb=rss0,
              rss_after_kb=rss1, occupants=n)
+        await asyncio.sleep(a.hold)
     await gen.close_all(clients, 0.2)
 
 
@@ -590,6 +592,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measured window")
     p.add_argument("--settle", type=float, default=1.0, help="seconds to wait before reading RSS")
+    p.add_argument("--hold", type=float, default=0,
+                   help="seconds to keep the clients connected after a memory reading (for benchmarks.memprofile)")
     p.add_argument("--timeout", type=float, default=300, help="hard limit for the whole group")
     return p.parse_args(argv)
 
