@@ -351,3 +351,45 @@ def test_max_occupants(xmppd_server_factory, tmp_path):
         for c in (late, admin, first, owner):
             await c.disconnect()
     run(scenario())
+
+
+def test_persistent_room_options_survive_restart(xmppd_server_factory, tmp_path):
+    """A persistent room keeps its options and subject across a restart; its history does not."""
+    data = tmp_path / "persist"
+    server = xmppd_server_factory(data_dir=data)
+    room = "keep@conference.localhost"
+
+    async def before():
+        owner = await login(server, "keepowner")
+        await create_room(owner, room, [("muc#roomconfig_persistentroom", "1"),
+                                        ("muc#roomconfig_roomname", "Kept"),
+                                        ("muc#roomconfig_roomsecret", "s3cret"),
+                                        ("muc#roomconfig_changesubject", "1")])
+        owner.send(stanza(f"<message type='groupchat' to='{room}' id='s'><subject>Still here</subject></message>"))
+        await wait_for(owner, lambda el: el.get("id") == "s" or is_subject(el), "subject echo")
+        await say(owner, room, "ephemeral")
+        await owner.disconnect()
+    run(before())
+    server.stop()
+    server = xmppd_server_factory(data_dir=data)
+
+    async def after():
+        guest = await login(server, "keepguest")
+        guest.send(stanza(f"<iq type='get' id='info' to='{room}'>"
+                          "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"))
+        _, info = await wait_for(guest, is_result("info"), "disco#info")
+        ns = "http://jabber.org/protocol/disco#info"
+        assert info.find(q("query", ns)).find(q("identity", ns)).get("name") == "Kept"
+        features = {f.get("var") for f in info.iter(q("feature", ns))}
+        assert {"muc_persistent", "muc_passwordprotected"} <= features
+        guest.send(stanza(f"<presence id='j' to='{room}/g'><x xmlns='{MUC}'/></presence>"))
+        _, err = await wait_for(guest, lambda el: el.get("id") == "j", "refusal")
+        assert err.get("type") == "error"
+        guest.send(stanza(f"<presence to='{room}/g'><x xmlns='{MUC}'><password>s3cret</password></x></presence>"))
+        await wait_for(guest, is_self_presence, "self-presence")
+        between, subject = await wait_for(guest, is_subject, "subject")
+        assert subject.findtext(q("subject")) == "Still here"
+        assert subject.get("from") == f"{room}/keepowner"
+        assert [el for el in between if el.tag == q("message")] == []
+        await guest.disconnect()
+    run(after())
