@@ -374,7 +374,7 @@ class C2SStream(xmlstream.XmlStream):
                 return
             self._ipCounted = True
             if self.cfg.read_rate_limit:
-                self._rate = limits.ReadRate(self.transport, self.cfg.read_rate_limit)
+                self._rate = limits.ReadRate(self, self.cfg.read_rate_limit)
         self.service.streams.add(self)
         self._last = reactor.seconds()
         if self.cfg.preauth_timeout > 0:
@@ -405,7 +405,9 @@ class C2SStream(xmlstream.XmlStream):
             return
         self._last = reactor.seconds()
         if self._rate is not None:
-            self._rate.consumed(len(data))
+            data = self._rate.admit(data)   # beyond the read rate: held back, reading paused
+            if not data:
+                return
         try:
             if len(data) > limits.PARSE_CHUNK:
                 limits.parse(self, data)     # the size limit also holds within one read
