@@ -393,3 +393,32 @@ def test_persistent_room_options_survive_restart(xmppd_server_factory, tmp_path)
         assert [el for el in between if el.tag == q("message")] == []
         await guest.disconnect()
     run(after())
+
+
+def test_config_form_round_trip_changes_nothing(xmppd_server):
+    """Submitting the form exactly as received (what clients do) is accepted and announces nothing."""
+    async def scenario():
+        room = "roundtrip@conference.localhost"
+        owner = await login(xmppd_server, "rtowner")
+        await create_room(owner, room, [("muc#roomconfig_roomsecret", "pw"),
+                                        ("muc#roomconfig_maxusers", "20")])
+        owner.send(stanza(f"<iq type='get' id='form' to='{room}'><query xmlns='{MUC_OWNER}'/></iq>"))
+        _, reply = await wait_for(owner, is_result("form"), "config form")
+        form = reply.find(q("query", MUC_OWNER)).find(q("x", DATA))
+        submit = ET.Element(q("x", DATA), {"type": "submit"})
+        for field in form.findall(q("field", DATA)):
+            if not field.get("var"):
+                continue
+            f = ET.SubElement(submit, q("field", DATA), {"var": field.get("var")})
+            for v in field.findall(q("value", DATA)):
+                ET.SubElement(f, q("value", DATA)).text = v.text
+        iq = stanza(f"<iq type='set' id='rt' to='{room}'><query xmlns='{MUC_OWNER}'/></iq>")
+        iq.find(q("query", MUC_OWNER)).append(submit)
+        owner.send(iq)
+        _, result = await wait_for(owner, is_result("rt"), "submit result")
+        assert result.get("type") == "result", to_wire(result)
+        owner.send(stanza(f"<message type='groupchat' to='{room}' id='after'><body>x</body></message>"))
+        skipped, _ = await wait_for(owner, lambda el: el.get("id") == "after", "own message")
+        assert [to_wire(el) for el in skipped if el.tag == q("message")] == []
+        await owner.disconnect()
+    run(scenario())
