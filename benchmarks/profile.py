@@ -28,15 +28,16 @@ from benchmarks import servers
 BUCKETS = [
     ("logging (twisted.logger per event)", ("Logger.info", "Logger.emit", "Logger.failure", "log.msg")),
     ("TLS (pyOpenSSL handshake, encrypt)", ("OpenSSL", "TLSMemoryBIO", "_sslverify")),
-    ("stringprep / JID parsing", ("stringprep", "jid.py", "JID.__init__")),
+    ("stringprep / JID parsing", ("stringprep", "xmppd/jid.py", "JID.__init__")),
     ("SQLite (account lookup)", ("Database.", "sqlite")),
     ("new XML parser per stream", ("elementStream", "ExpatElementStream.__init__", "_initializeStream")),
     ("socket writes (doWrite, send)", ("doWrite", "writeSomeData")),
     ("epoll register/unregister (start/stopWriting)", ("startWriting", "stopWriting", "addWriter",
                                                        "removeWriter")),
+    ("serialisation (toXml, serialize.py)", ("toXml", "serialize.py")),
     ("MUC room logic", ("room.py", "muc/")),
+    ("routing (router.py, c2s deliver)", ("router.py", "C2SStream.deliver")),
     ("XML parse (expat callbacks, Element building)", ("ExpatElementStream.parse",)),
-    ("serialisation (toXml)", ("toXml", "serialize.py")),
     ("accept/connect/close", ("doAccept", "connectionLost", "connectionMade", "socket.accept")),
     ("reactor loop, timers, dispatch", ("doPoll", "mainLoop", "runUntilCurrent", "callLater")),
 ]
