@@ -422,3 +422,30 @@ def test_config_form_round_trip_changes_nothing(xmppd_server):
         assert [to_wire(el) for el in skipped if el.tag == q("message")] == []
         await owner.disconnect()
     run(scenario())
+
+
+def test_password_given_when_creating_the_room(xmppd_server):
+    """The creator's join password becomes the room password (as Prosody does)."""
+    async def scenario():
+        room = "createpw@conference.localhost"
+        owner = await login(xmppd_server, "cpowner")
+        owner.send(stanza(f"<presence to='{room}/o'><x xmlns='{MUC}'><password>open sesame</password></x></presence>"))
+        await wait_for(owner, is_subject, "subject")
+        await configure(owner, room, [])
+        guest = await login(xmppd_server, "cpguest")
+        guest.send(stanza(f"<presence id='j1' to='{room}/g'><x xmlns='{MUC}'/></presence>"))
+        _, err = await wait_for(guest, lambda el: el.get("id") == "j1", "refusal")
+        cond = err.find(q("error"))
+        assert cond.get("type") == "auth" and cond.get("by") == room
+        assert cond.find("{urn:ietf:params:xml:ns:xmpp-stanzas}not-authorized") is not None
+        # a presence without the MUC <x/> must not slip past the password either
+        # (it is an error, or the "you are not in the room" answer to a desynced client)
+        guest.send(stanza(f"<presence id='j2' to='{room}/g'/>"))
+        _, err = await wait_for(guest, lambda el: el.tag == q("presence")
+                                and el.get("from") == f"{room}/g", "refusal")
+        assert err.get("type") in ("error", "unavailable"), to_wire(err)
+        guest.send(stanza(f"<presence to='{room}/g'><x xmlns='{MUC}'><password>open sesame</password></x></presence>"))
+        await wait_for(guest, is_self_presence, "self-presence")
+        await guest.disconnect()
+        await owner.disconnect()
+    run(scenario())
