@@ -449,3 +449,18 @@ def test_password_given_when_creating_the_room(xmppd_server):
         await guest.disconnect()
         await owner.disconnect()
     run(scenario())
+
+
+def test_invite_to_unknown_local_user_is_item_not_found(xmppd_server):
+    """XEP-0045 §7.8.2: a non-existent invitee gets item-not-found back to the inviter."""
+    async def scenario():
+        room = "invunknown@conference.localhost"
+        owner = await login(xmppd_server, "iuowner")
+        await create_room(owner, room)
+        owner.send(stanza(f"<message to='{room}' id='i1'><x xmlns='{MUC_USER}'>"
+                          "<invite to='nobody-ever-logged-in@localhost'/></x></message>"))
+        _, err = await wait_for(owner, lambda el: el.get("id") == "i1", "invite error")
+        assert err.get("type") == "error"
+        assert err.find(q("error")).find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+        await owner.disconnect()
+    run(scenario())

@@ -11,7 +11,8 @@ Who may invite: anyone with voice (or who would get voice on entering) in
 an open room; in a members-only room admins and owners, and members too
 when ``allow_invites`` is on (XEP-0045 1.35.3: the option gives members
 extra rights, it never restricts owners). Inviting an unaffiliated user
-into a members-only room makes them a member. ``<decline to=…/>`` is
+into a members-only room makes them a member. Inviting a local address
+that has no account gets item-not-found. ``<decline to=…/>`` is
 forwarded to the inviter with ``from`` = the decliner's bare JID.
 """
 from twisted.words.xish.domish import Element
@@ -71,9 +72,20 @@ def _forward_children(stanza, msg):
         msg.addChild(c)
 
 
+def _check_exists(room, invitee):
+    """§7.8.2: an invitee who does not exist on this server gets item-not-found (SHOULD)."""
+    router = room.router
+    if invitee.host != getattr(router, "domain", None) or invitee.user is None:
+        return
+    if invitee.userhost() in router.sessions.bare or router.user_exists(invitee.user):
+        return
+    raise stanza_error("item-not-found", "cancel", "No such user")
+
+
 def invite(room, stanza, inviter, invite_el):
     invitee = _target(invite_el.getAttribute("to"))
     may_invite(room, inviter)
+    _check_exists(room, invitee)
     invitee_jid = invitee.full()
     reason = _reason(invite_el)
     shown_from = inviter
