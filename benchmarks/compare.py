@@ -92,10 +92,13 @@ def run_group(server_name, work: Path, gen_argv, timeout, a):
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         for line in proc.stdout.splitlines():
             if line.startswith("FIGURE "):
-                figures.append(json.loads(line[7:]))
+                fig = json.loads(line[7:])
+                figures.append(fig)
+                if fig.get("errors"):
+                    err = f"{fig['key']}: the server answered {fig['errors']} stanzas with type='error'"
         sys.stderr.write(proc.stderr)
         if proc.returncode != 0:
-            err = f"loadgen exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+            err = (err + "; " if err else "") + f"loadgen exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
     except subprocess.TimeoutExpired:
         err = f"timed out after {timeout}s"
     finally:

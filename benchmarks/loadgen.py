@@ -211,6 +211,8 @@ class Generator:
         self.ssl.verify_mode = ssl.CERT_NONE
         self.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
         self.delivered = 0
+        self.sent = 0      # messages sent by the traffic loops
+        self.errors = 0    # type='error' stanzas seen during traffic (a broken server is not fast)
         self.running = True
 
     def jid(self, idx: int) -> str:
@@ -316,6 +318,8 @@ def counting(gen: Generator, c: Client):
     def on_data(data):
         d = c.tail + data
         gen.delivered += d.count(END_MSG) - c.tail.count(END_MSG)
+        if b"type='error'" in d or b'type="error"' in d:
+            gen.errors += d.count(b"type='error'") + d.count(b'type="error"')
         c.tail = d[-9:]
     return on_data
 
@@ -329,6 +333,7 @@ def echo_sender(gen: Generator, c: Client, room: str, body: str):
     c.token = b"%d.%d~" % (c.idx, c.seq)
 
     def send_next():
+        gen.sent += 1
         c.seq += 1
         c.token = b"%d.%d~" % (c.idx, c.seq)
         c.transport.write(head + c.token[:-1] + tail_bytes)
@@ -336,6 +341,8 @@ def echo_sender(gen: Generator, c: Client, room: str, body: str):
     def on_data(data):
         d = c.tail + data
         gen.delivered += d.count(END_MSG) - c.tail.count(END_MSG)
+        if b"type='error'" in d or b'type="error"' in d:
+            gen.errors += d.count(b"type='error'") + d.count(b'type="error"')
         if b"~" + c.token in d:
             if gen.running:
                 send_next()
@@ -355,11 +362,12 @@ LAT_RX = re.compile(rb"@(\d{6,})@")
 
 async def measure_rate(gen: Generator, warmup: float, duration: float, server_pid):
     await asyncio.sleep(warmup)
-    n0 = gen.delivered
+    n0, s0, e0 = gen.delivered, gen.sent, gen.errors
     w = Window(server_pid).start()
     await asyncio.sleep(duration)
-    n1 = gen.delivered
+    n1, s1, e1 = gen.delivered, gen.sent, gen.errors
     w.stop()
+    w.counts = {"delivered": n1 - n0, "sent": s1 - s0, "errors": e1 - e0}
     return (n1 - n0) / w.elapsed, w, n1 - n0
 
 
@@ -413,7 +421,10 @@ async def group_chat(gen: Generator, a):
             c.tail = d[-9:]
             if n:
                 gen.delivered += n
+                if b"type='error'" in d or b'type="error"' in d:
+                    gen.errors += d.count(b"type='error'") + d.count(b'type="error"')
                 if gen.running:
+                    gen.sent += n
                     p.transport.write(p.msg * n)
         return on_data
 
@@ -423,7 +434,7 @@ async def group_chat(gen: Generator, a):
         c.transport.write(c.msg * a.window)
     rate, w, n = await measure_rate(gen, a.warmup, a.duration, a.server_pid)
     gen.running = False
-    emit("chat_delivered", rate, "msg/s", w, pairs=pairs, window=a.window, delivered=n)
+    emit("chat_delivered", rate, "msg/s", w, pairs=pairs, window=a.window, **w.counts)
     await asyncio.sleep(0.5)
     await gen.close_all(clients, 0.2)
 
@@ -481,7 +492,7 @@ async def muc_traffic(gen: Generator, a, clients):
     gen.running = False
     tag = a.tag or f"{a.rooms}x{a.per_room}"
     emit(f"muc_{tag}_delivered", rate, "msg/s", w, rooms=a.rooms, per_room=a.per_room,
-         senders=len(senders), delivered=delivered)
+         senders=len(senders), **w.counts)
     await asyncio.sleep(1.0)  # let the last echoes arrive
     for c in clients:
         c.on_data = _discard
