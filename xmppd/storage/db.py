@@ -11,7 +11,8 @@ sent after it never acknowledges something that is not stored. With WAL and
 ``synchronous=NORMAL`` a commit costs tens of microseconds and survives a
 process crash (``kill -9``); ``synchronous=FULL`` also survives a power cut
 but fsyncs on every commit (milliseconds on the reactor thread; see
-``benchmarks/storage_bench.py``).
+``benchmarks/storage_bench.py``). The environment variable
+``XMPPD_SQLITE_SYNCHRONOUS`` (NORMAL or FULL) overrides the default.
 """
 import os
 import sqlite3
@@ -61,8 +62,13 @@ def _check_access(path):
 class Database:
     """A checked, migrated SQLite connection (``check_same_thread=False``, used by one thread at a time)."""
 
-    def __init__(self, path, synchronous="NORMAL", check=True):
+    def __init__(self, path, synchronous=None, check=True):
         self.path = path
+        if synchronous is None:
+            synchronous = os.environ.get("XMPPD_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise StorageError(f"XMPPD_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA, "
+                               f"not {synchronous!r}")
         _check_access(path)
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
