@@ -143,13 +143,14 @@ def summarise(runs, rounds):
                          x_server_cpu=cpu(xs, "server_cpu"), x_gen_cpu=cpu(xs, "gen_cpu"),
                          p_server_cpu=cpu(ps, "server_cpu"), p_gen_cpu=cpu(ps, "gen_cpu"),
                          x_server_wait=cpu(xs, "server_wait"), p_server_wait=cpu(ps, "server_wait"),
+                         x_gen_wait=cpu(xs, "gen_wait"), p_gen_wait=cpu(ps, "gen_wait"),
                          x_all=[f["value"] if f else None for f in xs], p_all=[f["value"] if f else None for f in ps]))
     return rows
 
 
 def table(rows) -> str:
     out = ["| figure | Prosody | xmppd | xmppd / Prosody | target | target met | "
-           "server CPU % [waited %] (xmppd / Prosody) | generator CPU % (xmppd run / Prosody run) |",
+           "server CPU % [waited %] (xmppd / Prosody) | generator CPU % [waited %] (xmppd run / Prosody run) |",
            "|---|---:|---:|---:|---:|:---:|---:|---:|"]
     for r in rows:
         arrow = "higher is better" if r["higher"] else "lower is better"
@@ -157,7 +158,8 @@ def table(rows) -> str:
         met = {True: "yes", False: "**no**", None: "n/a"}[r["met"]]
         sc = (f"{fmt(r['x_server_cpu'], 'x')} [{fmt(r['x_server_wait'], 'x')}] / "
               f"{fmt(r['p_server_cpu'], 'x')} [{fmt(r['p_server_wait'], 'x')}]")
-        gc = f"{fmt(r['x_gen_cpu'], 'x')} / {fmt(r['p_gen_cpu'], 'x')}"
+        gc = (f"{fmt(r['x_gen_cpu'], 'x')} [{fmt(r['x_gen_wait'], 'x')}] / "
+              f"{fmt(r['p_gen_cpu'], 'x')} [{fmt(r['p_gen_wait'], 'x')}]")
         if r["key"].startswith("mem_"):
             sc = gc = "-"
         tgt = ("≥ " if r["higher"] else "≤ ") + f"{r['target']:,}"
