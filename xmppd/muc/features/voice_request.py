@@ -88,7 +88,8 @@ def _voice(event):
         if stanza.getAttribute("id"):
             msg["id"] = stanza["id"]
         msg.addChild(approval_form(occ))
-        room.route_many(msg, [o.jid for o in room.occupants.values() if o.role == "moderator"])
+        room.route_many(msg, [j for o in room.occupants.values() if o.role == "moderator"
+                              for j in (getattr(o, "sessions", None) or (o.jid,))])
     return True
 
 
