@@ -1,6 +1,6 @@
 """Run every scenario of issue 6 against xmppd and a private Prosody, side by side.
 
-    python -m benchmarks.compare            # full run (~10 min on 2 cores), writes benchmarks/RESULTS.md
+    python -m benchmarks.compare            # full run (~12 min on 2 cores), writes benchmarks/RESULTS.md
     python -m benchmarks.compare --quick    # small N, short windows (~2 min), prints the table only
 
 Each scenario group runs against a freshly started server (pinned to --server-cpu) with the load
@@ -256,7 +256,7 @@ def write_results(path: Path, rows, a, started, elapsed, errors, cmdline):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small N and short windows (a smoke run)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 2, quick 1)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 3, quick 1)")
     p.add_argument("--servers", default="xmppd,prosody")
     p.add_argument("--only", help="comma-separated groups (login,chat,mucfill,muc10x50,muc1x200)")
     p.add_argument("--server-cpu", type=int, default=0)
@@ -266,7 +266,7 @@ def main(argv=None):
                    "run, none for --quick)")
     a = p.parse_args(argv)
     if a.rounds is None:
-        a.rounds = 1 if a.quick else 2
+        a.rounds = 1 if a.quick else 3
     if os.cpu_count() and max(a.server_cpu, a.gen_cpu) >= os.cpu_count():
         a.server_cpu = a.gen_cpu = None
     gs = groups(a.quick)
@@ -303,6 +303,8 @@ def main(argv=None):
     print()
     print(table(rows))
     print(f"\n{elapsed / 60:.1f} min; {len(errors)} error(s)")
+    if a.quick:
+        print("(quick run: smaller N and shorter windows than the issue's scenarios; targets do not apply)")
     out = a.output or (None if a.quick else RESULTS)
     if out:
         cmdline = "python -m benchmarks.compare" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
