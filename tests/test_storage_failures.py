@@ -98,8 +98,6 @@ def test_full_disk_gives_resource_constraint_and_the_server_keeps_running(
     check_failing_writes(server, disk_full, "resource-constraint")
 
 
-@pytest.mark.xfail(strict=True, reason="MUC gap: MUCService.save_room logs and swallows store "
-                   "errors, so the owner gets a result for a change that was not stored")
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 def test_room_change_that_cannot_be_stored_is_not_acknowledged(xmppd_server):
     owner = login(xmppd_server, "owner")

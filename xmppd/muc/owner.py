@@ -125,6 +125,7 @@ def submit(room, x, actor):
                 values[f.var] = val
                 present.append(f.var)
     codes = set()
+    before = dict(room.config)
     ev = Event(room=room, form=values, status_codes=codes, actor=actor, field=None, value=None)
     room.hooks.fire("muc-config-submitted", ev)
     for var in present:
@@ -132,7 +133,12 @@ def submit(room, x, actor):
         room.hooks.fire(f"muc-config-submitted/{var}", ev)
     ev.field = ev.value = None
     room.hooks.fire("muc-config-applied", ev)
-    room.save()
+    try:
+        room.save()
+    except Exception:
+        room.config.clear()         # not stored: not applied either (as far as config goes)
+        room.config.update(before)
+        raise
     if codes:
         msg = Element((None, "message"))
         msg["type"] = "groupchat"

@@ -90,9 +90,11 @@ class MUCService(XMPPHandler):
                 rs.delete_room(room.jid)
                 room._stored = False
         except Exception:
-            # A full or broken disk must not take the live room down with it: the
-            # change stays in memory and the next save retries the whole state.
+            # A full or broken disk must not take the live room down with it, but the
+            # change must not be acknowledged as stored either: the request that caused
+            # it gets resource-constraint (the next successful save stores everything).
             log.failure("could not save room {room}", room=room.jid)
+            raise stanza_error("resource-constraint", "wait", "The room could not be saved")
 
     def forget_room(self, room, delete=False):
         if self.rooms.get(room.jid) is room:
