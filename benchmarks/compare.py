@@ -227,7 +227,7 @@ def machine() -> str:
             "(the machine is shared: expect ±30 %)")
 
 
-def write_results(path: Path, rows, a, started, elapsed, errors, cmdline):
+def write_results(path: Path, rows, runs, a, started, elapsed, errors, cmdline):
     lines = [
         "# xmppd vs Prosody: benchmark results",
         "",
@@ -271,6 +271,12 @@ def write_results(path: Path, rows, a, started, elapsed, errors, cmdline):
     ]
     for r in rows:
         lines.append(f"- {r['key']}: {r['x_all']} | {r['p_all']}")
+    lines += ["", "Details per run (counts behind each figure):", ""]
+    for (sname, rnd), figs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        for key, f in figs.items():
+            extra = {k: v for k, v in f.items() if k not in ("key", "value", "unit")}
+            lines.append(f"- round {rnd + 1} {sname} {key} = {f['value']} {f['unit']}: "
+                         + ", ".join(f"{k} {v}" for k, v in extra.items()))
     if errors:
         lines += ["", "Errors during the run:", ""] + [f"- {e}" for e in errors]
     path.write_text("\n".join(lines) + "\n")
@@ -335,7 +341,7 @@ def main(argv=None):
     if out:
         cmdline = "python -m benchmarks.compare" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
                                                     if (argv if argv is not None else sys.argv[1:]) else "")
-        write_results(out, rows, a, started, elapsed, errors, cmdline.strip())
+        write_results(out, rows, runs, a, started, elapsed, errors, cmdline.strip())
         print(f"wrote {out}")
     return 1 if errors else 0
 
