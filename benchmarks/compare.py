@@ -219,6 +219,11 @@ def machine() -> str:
         loop = "asyncio (uvloop not installed)"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "xmppd", "twisted"],
+                           cwd=REPO, capture_output=True, text=True).stdout.split("\n")
+    dirty = [d for d in dirty if d.strip()]
+    if dirty:
+        commit += f" plus uncommitted changes in {len(dirty)} server file(s) of the working tree"
     load = os.getloadavg()
     return (f"- CPU: {os.cpu_count()} × {cpu}; memory {mem}; {platform.platform()}\n"
             f"- Python {platform.python_version()}, Twisted {tw}; Prosody {servers.prosody_version()} "
