@@ -227,6 +227,8 @@ class Room:
                 self.aff_data[bare] = dict(data)
             if reason is not None:
                 self.aff_data.setdefault(bare, {})["reason"] = reason
+            elif affiliation != previous and bare in self.aff_data:
+                self.aff_data[bare].pop("reason", None)   # a ban reason is not a member's
             if affiliation == "outcast" and bare in self.aff_data:
                 # §17.3: outcasts SHOULD NOT keep a reserved nickname
                 self.aff_data[bare].pop("nick", None)
