@@ -31,7 +31,6 @@ FEATURES = [
     "invites",
     "voice_request",
     "private_messages",
-    "destroy",
     "admin_commands",
     "ratelimit",
 ]
