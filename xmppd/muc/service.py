@@ -147,7 +147,9 @@ class MUCService(XMPPHandler):
             if self.handle(obj):
                 return
         except Exception:
-            log.failure("MUC dispatch failed for {name}", name=obj.name)
+            log.failure("MUC dispatch failed for {name} from {frm} to {to}: {xml}", name=obj.name,
+                        frm=obj.getAttribute("from"), to=obj.getAttribute("to"),
+                        xml=obj.toXml()[:2000])
             if obj.name == "iq" and obj.getAttribute("type") in ("get", "set"):
                 self.send(error_reply(obj, "internal-server-error", "cancel"))
             return
