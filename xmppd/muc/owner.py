@@ -139,6 +139,8 @@ def submit(room, x, actor):
         room.config.clear()         # not stored: not applied either (as far as config goes)
         room.config.update(before)
         raise
+    # an owner may configure from outside: an empty room that is no longer persistent goes
+    room.service.after_reply(lambda: room.service.room_maybe_empty(room))
     if codes:
         msg = Element((None, "message"))
         msg["type"] = "groupchat"
