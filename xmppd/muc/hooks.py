@@ -24,7 +24,7 @@ Writing a feature module
     @feature.hook("muc-config-submitted/muc#roomconfig_roomname")
     def _submitted(event):
         if event.room.set_config("name", event.value or ""):
-            event.status_codes.add(104)
+            event.status_codes.add("104")
 
     @feature.hook("muc-disco#info")
     def _info(event):

@@ -146,7 +146,7 @@ def submit(room, x, actor):
         msg["type"] = "groupchat"
         msg["from"] = room.jid
         xs = msg.addElement((NS_USER, "x"))
-        for code in sorted(codes, key=int):
-            xs.addElement("status")["code"] = str(code)
+        for code in sorted({str(c) for c in codes}, key=int):
+            xs.addElement("status")["code"] = code
         # after the IQ result: the service replies first (see service.handle_room_iq)
         room.service.after_reply(lambda: room.broadcast_message(msg))
