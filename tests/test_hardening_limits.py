@@ -318,3 +318,45 @@ def test_credentials_never_logged_even_with_trace(tmp_path_factory):
         assert "tracy@localhost/t IN <iq" in log      # tracing was on
     finally:
         srv.stop()
+
+
+def test_passwords_in_stanzas_are_redacted_in_the_trace(tmp_path_factory):
+    """--trace never shows a password: legacy auth, in-band registration, room secrets."""
+    from test_hardening import NS_MUC_OWNER, create_instant_room, expect, iq
+    srv = start_server(tmp_path_factory, "--insecure-auth", "--trace")
+    try:
+        pre = Raw(srv.port)
+        pre.open()
+        pre.send("<iq type='set' id='legacy'><query xmlns='jabber:iq:auth'><username>u</username>"
+                 "<password>LegacySecret1</password><resource>r</resource></query></iq>")
+        pre.stream_error()
+        pre.close()
+        c = Raw(srv.port)
+        c.login("owner", resource="t")
+        c.send("<iq type='set' id='reg' to='localhost'><query xmlns='jabber:iq:register'>"
+               "<username>owner</username><password>RegisterSecret2</password></query></iq>")
+        expect(c, lambda e: e.get("id") == "reg")
+        room = "secret@conference.localhost"
+        create_instant_room(c, room, "O")
+        r = iq(c, f"<query xmlns='{NS_MUC_OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+                  "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+                  "<field var='muc#roomconfig_passwordprotectedroom'><value>1</value></field>"
+                  "<field var='muc#roomconfig_roomsecret'><value>RoomSecret3</value></field>"
+                  "</x></query>", room, "set")
+        assert r.get("type") == "result"
+        r = iq(c, f"<query xmlns='{NS_MUC_OWNER}'/>", room)        # the form echoes the secret
+        assert b"RoomSecret3" in c.raw
+        d = Raw(srv.port)
+        d.login("guest", resource="t")
+        d.send(f"<presence to='{room}/G'><x xmlns='http://jabber.org/protocol/muc'>"
+               "<password>RoomSecret3</password></x></presence>")
+        expect(d, lambda e: e.get("from") == f"{room}/G")
+        c.close()
+        d.close()
+        srv.wait_for_log(r"connection closed \(guest@localhost/t\)")
+        log = srv.log()
+        assert "owner@localhost/t IN <iq" in log                   # tracing was on
+        for secret in ("LegacySecret1", "RegisterSecret2", "RoomSecret3"):
+            assert secret not in log, log[log.index(secret) - 300:][:600]
+    finally:
+        srv.stop()

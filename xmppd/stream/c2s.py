@@ -28,6 +28,7 @@ from xmppd.jid import parse_or_none
 from xmppd.router import NS_CLIENT, SUBSCRIPTION_TYPES, error_reply, result_reply
 from xmppd.storage.accounts import AccountError, dummy_hash, hash_password, verify_password
 from xmppd.stream import limits
+from xmppd.stream.redact import redact
 from xmppd.stream import sasl as saslmod
 from xmppd.stream import tls as tlsmod
 from xmppd.stream.serialize import to_bytes
@@ -489,11 +490,12 @@ class C2SStream(xmlstream.XmlStream):
             return
         if not self.bound:
             if self.trace:
-                log.info("c2s {cid} IN {xml}", cid=self.cid, xml=_redact(el))
+                log.info("c2s {cid} IN {xml}", cid=self.cid, xml=redact(_redact(el)))
             self.authenticator.handle(el)
             return
         if self.trace:
-            log.info("c2s {cid} {jid} IN {xml}", cid=self.cid, jid=self.full, xml=el.toXml())
+            log.info("c2s {cid} {jid} IN {xml}", cid=self.cid, jid=self.full,
+                     xml=redact(el.toXml()))
         if el.uri != NS_CLIENT:
             self.streamError("unsupported-stanza-type")
             return
@@ -505,7 +507,7 @@ class C2SStream(xmlstream.XmlStream):
             handler(el)
         except Exception:
             log.failure("c2s {cid} {jid}: error handling {xml}", cid=self.cid, jid=self.full,
-                        xml=el.toXml()[:2000])
+                        xml=redact(el.toXml())[:2000])
             if el.name == "iq" and el.attributes.get("type") in ("get", "set"):
                 reply = error_reply(el, "internal-server-error")
                 reply.attributes["to"] = self.full
@@ -522,7 +524,8 @@ class C2SStream(xmlstream.XmlStream):
 
     def write(self, data):
         if self.trace and self.bound is False:
-            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=data.decode("utf-8", "replace"))
+            log.info("c2s {cid} OUT {xml}", cid=self.cid,
+                     xml=redact(data.decode("utf-8", "replace")))
         self.transport.write(data)
 
     def write_element(self, el):
@@ -579,13 +582,14 @@ class C2SStream(xmlstream.XmlStream):
     def deliver(self, el):
         data = to_bytes(el)
         if self.trace:
-            log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full, xml=data.decode())
+            log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
+                     xml=redact(data.decode()))
         self.transport.write(data)
 
     def write_stanza(self, data):
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
-                     xml=data.decode("utf-8", "replace"))
+                     xml=redact(data.decode("utf-8", "replace")))
         self.transport.write(data)
 
     def write_patched(self, head, tail):
