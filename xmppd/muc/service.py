@@ -25,6 +25,7 @@ from xmppd.muc.errors import error_reply, stanza_error
 from xmppd.muc.features import load_features
 from xmppd.muc.hooks import Event, Hooks
 from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Room, core
+from xmppd.stream.redact import redact
 
 log = Logger()
 
@@ -149,7 +150,7 @@ class MUCService(XMPPHandler):
         except Exception:
             log.failure("MUC dispatch failed for {name} from {frm} to {to}: {xml}", name=obj.name,
                         frm=obj.getAttribute("from"), to=obj.getAttribute("to"),
-                        xml=obj.toXml()[:2000])
+                        xml=redact(obj.toXml())[:2000])
             if obj.name == "iq" and obj.getAttribute("type") in ("get", "set"):
                 self.send(error_reply(obj, "internal-server-error", "cancel"))
             return
