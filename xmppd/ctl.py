@@ -11,7 +11,6 @@ in memory and would overwrite the restored ones).
 import argparse
 import getpass
 import json
-import os
 import sqlite3
 import sys
 
@@ -20,6 +19,7 @@ from xmppd import config as configmod
 from xmppd.storage.accounts import AccountError, AccountStore
 from xmppd import storage
 from xmppd.storage.db import StorageError
+from xmppd.storage.offline import OfflineStore
 from xmppd.storage.rooms import RoomStore
 
 
@@ -105,11 +105,8 @@ def _room_command(args, cfg, db):
     if not rooms.has_room(jid):
         print(f"xmppdctl: no persistent room {jid}", file=sys.stderr)
         return 1
-    with db.transaction() as conn:
-        conn.execute("DELETE FROM muc_affiliations WHERE room = ?", (jid,))
-        conn.execute("DELETE FROM muc_rooms WHERE jid = ?", (jid,))
-        conn.execute("INSERT INTO admin_requests (command, arg, created) VALUES (?, ?, strftime('%s'))",
-                     ("room-destroy", jid))
+    rooms.delete_room(jid)
+    storage.enqueue_request(db, "room-destroy", jid)   # a running server destroys the live room
     print(f"destroyed {jid}")
     return 0
 
@@ -159,7 +156,7 @@ def main(argv=None):
             print(f"password changed for {user}@{cfg.domain}")
         elif args.command == "deluser":
             accounts.delete(user)
-            db.execute("DELETE FROM offline_messages WHERE username = ?", (user,))
+            OfflineStore(db, cfg).delete_account(user)
             print(f"deleted {user}@{cfg.domain}")
         return 0
     except (AccountError, StorageError) as e:
