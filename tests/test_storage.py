@@ -340,3 +340,28 @@ def test_restore_refuses_a_bad_backup(tmp_path):
     r = ctl(data, "restore", tmp_path / "missing.sqlite3")
     assert r.returncode == 1 and "does not exist" in r.stderr
     assert ctl(data, "list").stdout.split() == ["keep@localhost"]
+
+
+def test_deluser_also_drops_offline_messages(tmp_path):
+    from xmppd.storage.offline import OfflineStore
+    assert ctl(tmp_path, "adduser", "gone", password="pw").returncode == 0
+    db = open_database(str(tmp_path))
+    offline = OfflineStore(db, Config())
+    assert offline.store("gone", "<message/>", limit=5)
+    assert offline.store("other", "<message/>", limit=5)
+    assert ctl(tmp_path, "deluser", "gone").returncode == 0
+    assert (offline.count("gone"), offline.count("other")) == (0, 1)
+    db.close()
+
+
+def test_offline_store_bound_is_per_account(tmp_path):
+    from xmppd.storage.offline import OfflineStore
+    db = open_database(str(tmp_path))
+    offline = OfflineStore(db, Config())
+    assert [offline.store("a", f"<message id='{i}'/>", limit=2) for i in range(3)] == [True, True, False]
+    assert offline.store("b", "<message/>", limit=2)
+    rows = offline.peek("a")
+    assert [r[2] for r in rows] == ["<message id='0'/>", "<message id='1'/>"]
+    offline.remove("a", rows[0][0])
+    assert [r[2] for r in offline.peek("a")] == ["<message id='1'/>"]
+    db.close()
