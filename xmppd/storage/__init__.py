@@ -50,7 +50,10 @@ class Storage(service.Service):
     def startService(self):
         super().startService()
         # Requests queued while the server was down are moot: the database is already right.
-        self.db.execute("DELETE FROM admin_requests")
+        try:
+            self.db.execute("DELETE FROM admin_requests")
+        except Exception:
+            log.failure("storage: could not clear old admin requests (is the disk full?)")
         self._poller = task.LoopingCall(self.poll_requests)
         self._poller.start(REQUEST_POLL_SECONDS, now=False)
 
