@@ -278,3 +278,21 @@ def test_undirected_presence_is_broadcast_to_own_resources_only(login):
     el = third.next()
     assert el.get("type") == "unavailable" and el.get("from") == "selfpres@localhost/one"
     stranger.nothing()
+
+
+def test_stream_language_is_added_to_stanzas_without_one(dev_server, login):
+    target = login()
+    c = Raw(dev_server.port)
+    try:
+        c.open(extra=" xml:lang='fr'")
+        c.starttls()   # this restart has no xml:lang: the declared one still counts
+        c.auth("langy", "pw")
+        c.open()
+        c.bind("r")
+        c.send(f"<message to='{target.full}' type='chat' id='l1'><body>bonjour</body></message>")
+        c.send(f"<message to='{target.full}' type='chat' id='l2' xml:lang='de'><body>hallo</body></message>")
+        lang = "{http://www.w3.org/XML/1998/namespace}lang"
+        assert target.next().get(lang) == "fr"
+        assert target.next().get(lang) == "de"
+    finally:
+        c.close()

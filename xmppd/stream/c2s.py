@@ -115,6 +115,7 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         lang = root.attributes.get(XML_LANG)
         if lang and _LANG_RE.match(lang):
             xs.lang = lang
+            xs.stanza_lang = lang   # RFC 6120 §4.7.4: the default for stanzas without xml:lang
         if root.name != "stream":
             xs.streamError("bad-format")
             return
@@ -339,6 +340,7 @@ class C2SStream(xmlstream.XmlStream):
         self.trace = service.cfg.trace
         self.cid = "c%d" % next(self._ids)
         self.lang = "en"
+        self.stanza_lang = None     # the client's declared stream language, if any
         self.closing = False
         self.bound = False
         self.peer = "?"
@@ -680,6 +682,8 @@ class C2SStream(xmlstream.XmlStream):
     def onMessage(self, el):
         attrs = el.attributes
         attrs["from"] = self.full
+        if self.stanza_lang is not None and XML_LANG not in attrs:
+            attrs[XML_LANG] = self.stanza_lang
         if not attrs.get("to"):
             attrs["to"] = self.bare
         self.router.route(el)
@@ -687,6 +691,8 @@ class C2SStream(xmlstream.XmlStream):
     def onPresence(self, el):
         attrs = el.attributes
         attrs["from"] = self.full
+        if self.stanza_lang is not None and XML_LANG not in attrs:
+            attrs[XML_LANG] = self.stanza_lang
         to = attrs.get("to")
         t = attrs.get("type")
         if not to:
