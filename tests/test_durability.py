@@ -22,6 +22,7 @@ REGISTER = "jabber:iq:register"
 DATA = "jabber:x:data"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 ROOM = "vault@conference.localhost"
+TEMP_ROOM = "scratch@conference.localhost"
 PASSWORD = "correct horse"
 
 
@@ -139,6 +140,11 @@ def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path):
         owner.send(f"<message to='{ROOM}' type='groupchat' id='s1'><subject>Kept safe</subject></message>")
         wait_for(owner, lambda el: el.get("id") == "s1" or el.find(f"{C}subject") is not None)
 
+        # A temporary room, alive at the crash: it must not come back.
+        assert join(owner, "Boss", room=TEMP_ROOM)[0] == "ok"
+        ok(iq(owner, f"<query xmlns='{MUC_OWNER}'><x xmlns='{DATA}' type='submit'/></query>",
+              to=TEMP_ROOM))
+
         alice = login(server, "alice")
         clients.append(alice)
         ok(iq(alice, f"<query xmlns='{REGISTER}'>" +
@@ -197,6 +203,9 @@ def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path):
         assert affiliation_list(owner, "outcast") == {"mallory@localhost": "spam & abuse"}
         assert "owner@localhost" in affiliation_list(owner, "owner")
 
+        gone = iq(owner, f"<query xmlns='{DISCO_INFO}'/>", to=TEMP_ROOM, itype="get")
+        assert stanza_error(gone)[1] == "item-not-found"
+
         info = ok(iq(owner, f"<query xmlns='{DISCO_INFO}'/>", itype="get"))
         features = {f.get("var") for f in info.iter(f"{{{DISCO_INFO}}}feature")}
         assert {"muc_persistent", "muc_membersonly"} <= features
@@ -214,7 +223,16 @@ def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path):
         bob = login(server, "bob")
         clients.append(bob)
         assert join(bob, "Alice") == ("error", "conflict")                # reserved nick
-        assert join(bob, "Bob")[0] == "ok"
+        # Live occupants are gone: Bob, the first to enter after the restart, is alone.
+        bob.send(f"<presence to='{ROOM}/Bob'><x xmlns='{MUC}'/></presence>")
+        seen = []
+        while True:
+            el = bob.next()
+            if el.tag == f"{C}presence":
+                seen.append(el.get("from"))
+                if any(st.get("code") == "110" for st in el.iter(f"{{{MUC_USER}}}status")):
+                    break
+        assert seen == [f"{ROOM}/Bob"], seen
 
         alice = login(server, "alice")
         clients.append(alice)
