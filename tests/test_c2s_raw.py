@@ -370,6 +370,13 @@ def test_unsupported_stanza_type_after_bind(raw):
     assert c.stream_error() == "unsupported-stanza-type"
 
 
+def test_stanza_in_another_content_namespace_is_invalid_namespace(raw):
+    c = raw()
+    c.login("jabberserver")
+    c.send("<message xmlns='jabber:server' to='x@localhost'><body>hi</body></message>")
+    assert c.stream_error() == "invalid-namespace"
+
+
 def test_iq_without_id_is_bad_format(raw):
     c = raw()
     c.login("noid")

@@ -499,7 +499,11 @@ class C2SStream(xmlstream.XmlStream):
             log.info("c2s {cid} {jid} IN {xml}", cid=self.cid, jid=self.full,
                      xml=redact(el.toXml()))
         if el.uri != NS_CLIENT:
-            self.streamError("unsupported-stanza-type")
+            # A stanza in another content namespace (e.g. jabber:server) is
+            # invalid-namespace (RFC 6120 §4.9.3.10); anything else unknown is
+            # unsupported-stanza-type (we offer no stream management etc.).
+            self.streamError("invalid-namespace" if el.name in self._handlers
+                             else "unsupported-stanza-type")
             return
         handler = self._handlers.get(el.name)
         if handler is None:
