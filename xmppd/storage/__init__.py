@@ -15,7 +15,15 @@ error the client gets), and reads see all writes that returned before them.
 
 The SQLite file is ``<data_dir>/xmppd.sqlite3``; its schema is versioned
 (``PRAGMA user_version``) and migrated forward by
-:mod:`xmppd.storage.migrations` when it is opened.
+:mod:`xmppd.storage.migrations` when it is opened. The server holds an
+exclusive ``flock`` on ``<data_dir>/xmppd.lock`` (one server per data dir;
+``xmppdctl restore`` checks it). ``xmppdctl`` reaches the running server
+through the ``admin_requests`` table, polled every second (a ``PRAGMA
+data_version`` read when nothing changed).
+
+A PostgreSQL backend would provide the same three objects (plus
+``request_handlers``) over a connection pool; the SQL here is plain enough
+to port, except ``INSERT ... ON CONFLICT`` which both support.
 """
 import fcntl
 import os
