@@ -805,6 +805,11 @@ class C2SService(service.Service):
         # thread per core is all the CPU there is, and it bounds the memory.
         self.hash_pool = ThreadPool(minthreads=0, maxthreads=os.cpu_count() or 2,
                                     name="xmppd-password-hashing")
+        self._poolTrigger = None
+
+    def _stopPool(self):
+        if self.hash_pool.started:
+            self.hash_pool.stop()
 
     def hash(self, fn, *args):
         """Run a password hashing function off the reactor thread."""
@@ -813,6 +818,9 @@ class C2SService(service.Service):
     def startService(self):
         super().startService()
         self.hash_pool.start()
+        # Also stop the pool if the reactor stops without stopService (its
+        # threads are not daemons: the process would hang at exit).
+        self._poolTrigger = reactor.addSystemEventTrigger("during", "shutdown", self._stopPool)
         if self.cfg.insecure_auth:
             log.warn("*" * 72)
             log.warn("INSECURE AUTH: any username/password logs in and accounts are created on "
@@ -829,7 +837,10 @@ class C2SService(service.Service):
         super().stopService()
         for xs in list(self.streams):
             xs.streamError("system-shutdown")
-        self.hash_pool.stop()
+        if self._poolTrigger is not None:
+            reactor.removeSystemEventTrigger(self._poolTrigger)
+            self._poolTrigger = None
+        self._stopPool()
         if self.port is not None:
             d = self.port.stopListening()
             self.port = None
