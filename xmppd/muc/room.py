@@ -15,6 +15,7 @@ reached through the events of :mod:`xmppd.muc.hooks`. This module keeps:
 Strings everywhere (room JID, nicks, real JIDs): no JID objects in tables.
 """
 import base64
+import copy
 import hashlib
 import hmac
 import os
@@ -127,7 +128,8 @@ class Room:
         self.hooks = service.hooks
         self.router = service.router
         self.jid = jid
-        self.config = dict(service.default_config)
+        # deep copy: defaults hold lists (presence_broadcast) that must not be shared
+        self.config = copy.deepcopy(service.default_config)
         if config:
             self.config.update(config)
         self.occupants = {}        # nick -> Occupant
