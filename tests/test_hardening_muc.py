@@ -103,6 +103,25 @@ def test_private_message_flood_is_limited_too(server, clients):
     alive(server)
 
 
+def test_invitation_spam_is_limited(server, clients):
+    """Each invitee costs one message: a burst of invitations is refused as a whole."""
+    room = f"invspam@{MUC}"
+    alice = clients("inviter")
+    friend = clients("invitee")
+    friend.send("<presence/>")
+    create_instant_room(alice, room, "A")
+    invites = "".join(f"<invite to='victim{i}@localhost'/>" for i in range(5))
+    alice.send(f"<message to='{room}' id='spam'><x xmlns='http://jabber.org/protocol/muc#user'>"
+               f"{invites}</x></message>")
+    assert error_condition(expect(alice, by_id("spam"))) == ("wait", "policy-violation")
+    alice.send(f"<message to='{room}' id='one'><x xmlns='http://jabber.org/protocol/muc#user'>"
+               "<invite to='invitee@localhost'/></x></message>")
+    el = expect(friend, lambda e: e.get("from") == room)
+    assert el.find("{http://jabber.org/protocol/muc#user}x/"
+                   "{http://jabber.org/protocol/muc#user}invite") is not None
+    alive(server)
+
+
 def test_rooms_per_creator_limit(server, clients):
     c = clients("creator")
     for i in range(2):
