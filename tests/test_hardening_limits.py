@@ -360,3 +360,27 @@ def test_passwords_in_stanzas_are_redacted_in_the_trace(tmp_path_factory):
             assert secret not in log, log[log.index(secret) - 300:][:600]
     finally:
         srv.stop()
+
+
+def test_unknown_user_costs_a_full_password_check(tmp_path_factory):
+    """Timing must not tell unknown accounts apart: both paths run the password hash.
+
+    Only a lower bound is checked (a loaded machine makes things slower, never
+    faster): if unknown users skipped the hash they would answer in a fraction
+    of the time a wrong password takes.
+    """
+    srv = real_server(tmp_path_factory, "auth_failure_window = 0\n", ("timed",))
+    try:
+        def median(user):
+            times = []
+            for _ in range(5):
+                cond, took, c = attempt(srv.port, user, "wrong")
+                c.close()
+                assert cond == "not-authorized"
+                times.append(took)
+            return sorted(times)[2]
+        median("warmup")
+        known, unknown = median("timed"), median("nobody-here")
+        assert unknown >= 0.3 * known, (known, unknown)
+    finally:
+        srv.stop()
