@@ -384,3 +384,22 @@ def test_unknown_user_costs_a_full_password_check(tmp_path_factory):
         assert unknown >= 0.3 * known, (known, unknown)
     finally:
         srv.stop()
+
+
+def test_per_ip_limits_count_ipv6_by_64_prefix():
+    """An IPv6 host owns a /64: its addresses share one per-IP budget."""
+    from xmppd.stream.limits import AuthThrottle, ConnectionsPerIP, ip_key
+    assert ip_key("192.0.2.7") == "192.0.2.7"
+    assert ip_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    conns = ConnectionsPerIP(2)
+    assert conns.acquire("2001:db8::1") and conns.acquire("2001:db8::2")
+    assert not conns.acquire("2001:db8::3")
+    assert conns.acquire("2001:db8:0:1::1")          # the next /64 is someone else
+    conns.release("2001:db8::2")
+    assert conns.acquire("2001:db8::4")
+    throttle = AuthThrottle(per_account=100, per_ip=2, window=60, clock=lambda: 1000.0)
+    throttle.failed("2001:db8::1", "a")
+    throttle.failed("2001:db8::2", "b")
+    assert throttle.refused("2001:db8::3", "c")
+    assert not throttle.refused("2001:db8:0:1::3", "c")

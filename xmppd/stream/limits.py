@@ -4,7 +4,8 @@ Kept apart from :mod:`xmppd.stream.c2s` so the stream code only calls in at
 a few points (connect, data received, password check result):
 
 * :class:`ConnectionsPerIP` -- simultaneous connections from one address
-  (``cfg.max_connections_per_ip``, 0 = unlimited).
+  (``cfg.max_connections_per_ip``, 0 = unlimited). "Per IP" means per
+  IPv4 address or per IPv6 /64 (:func:`ip_key`).
 * :class:`AuthThrottle` -- failed logins per account and per IP in a sliding
   window: each failure is answered later the closer the account or
   address is to its limit (slow brute force), and once the limit is reached attempts are refused with
@@ -54,6 +55,23 @@ class Exempt:
         return hit
 
 
+def ip_key(host):
+    """The unit per-IP limits count: the address, or its /64 for IPv6.
+
+    One IPv6 host usually owns a whole /64, so counting single addresses
+    would let it sidestep every per-IP limit.
+    """
+    if ":" not in host:
+        return host
+    try:
+        addr = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+
+
 class ConnectionsPerIP:
     """Counts live connections per address; ``acquire`` refuses above the limit."""
 
@@ -62,6 +80,7 @@ class ConnectionsPerIP:
         self.counts = {}
 
     def acquire(self, ip):
+        ip = ip_key(ip)
         n = self.counts.get(ip, 0)
         if self.limit and n >= self.limit:
             return False
@@ -69,6 +88,7 @@ class ConnectionsPerIP:
         return True
 
     def release(self, ip):
+        ip = ip_key(ip)
         n = self.counts.get(ip, 0) - 1
         if n > 0:
             self.counts[ip] = n
@@ -108,6 +128,7 @@ class AuthThrottle:
         if not self.window:
             return False
         now = self.clock()
+        ip = ip_key(ip) if ip is not None else None
         return bool((self.per_account and self._count(("u", username), now) >= self.per_account)
                     or (self.per_ip and ip is not None
                         and self._count(("ip", ip), now) >= self.per_ip))
@@ -117,6 +138,7 @@ class AuthThrottle:
         if not self.window:
             return 0.0
         now = self.clock()
+        ip = ip_key(ip) if ip is not None else None
         fill = 0.0
         for key, limit in ((("u", username), self.per_account), (("ip", ip), self.per_ip)):
             if not limit or key[1] is None:
