@@ -56,6 +56,7 @@ class MUCService(XMPPHandler):
         for f in self.features:
             self.default_config.update(f.defaults)
             f.register(self.hooks)
+        self.default_config["public"] = bool(cfg.muc_room_default_public)
         self.room_store = getattr(store, "rooms", None) if store is not None else None
         self._orig_dispatch = None
         self._after = []

@@ -7,7 +7,8 @@ from wokkel.data_form import Field
 
 from xmppd.muc.hooks import Feature
 
-feature = Feature("public", defaults={"public": True})
+# The default comes from cfg.muc_room_default_public (see MUCService).
+feature = Feature("public", defaults={"public": False})
 
 
 @feature.hook("muc-config-form", priority=91)
