@@ -403,3 +403,15 @@ def test_per_ip_limits_count_ipv6_by_64_prefix():
     throttle.failed("2001:db8::2", "b")
     assert throttle.refused("2001:db8::3", "c")
     assert not throttle.refused("2001:db8:0:1::3", "c")
+
+
+def test_redaction_handles_self_closing_tags():
+    """Self-closing tags never open a match (the cost stays linear) and secrets after them go."""
+    from xmppd.stream.redact import redact
+    text = ("<message>" + "<password/>" * 50 + "<field var='x#roomsecret'/>"
+            "<password xmlns='urn:a/b'>Hunter2</password>"
+            "<field type='text-private' var='muc#roomconfig_roomsecret'><value>S3</value></field>"
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth></message>")
+    out = redact(text)
+    assert "Hunter2" not in out and "S3" not in out and "AGEAYg" not in out
+    assert out.count("<password/>") == 50 and out.count("[redacted]") == 3
