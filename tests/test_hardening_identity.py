@@ -135,7 +135,7 @@ def test_client_cannot_speak_as_a_room(server, clients):
 
 BAD_TOS = ["a..b", "@localhost", "user@", "localhost/", "user@localhost/",
            "a b@localhost", "x" * 1024 + "@localhost", "user@" + "h" * 1024,
-           "user@localhost/" + "r" * 1024, "us\u0000er@localhost", "user@loc@alhost",
+           "user@localhost/" + "r" * 1024,  "us\u00a0er@localhost", "user@loc@alhost",
            "\u2000@localhost", "user@[::1", "user@.", "."]
 
 
@@ -143,9 +143,7 @@ BAD_TOS = ["a..b", "@localhost", "user@", "localhost/", "user@localhost/",
 @pytest.mark.parametrize("kind", ["message", "iq", "presence"])
 def test_malformed_to_is_jid_malformed(server, clients, kind, to):
     c = clients("badto")
-    to_xml = to.replace("\u0000", "&#0;")
-    if "\u0000" in to:
-        pytest.skip("NUL cannot be sent in XML at all (not-well-formed, covered elsewhere)")
+    to_xml = to
     ident = f"bad-{kind}"
     if kind == "message":
         c.send(f"<message to='{to_xml}' id='{ident}'><body>x</body></message>")
