@@ -236,3 +236,16 @@ def test_muc_nick_is_validated(server, clients, nick):
     assert el.get("type") == "error"
     assert error_condition(el)[1] in ("jid-malformed", "not-acceptable"), ET.tostring(el)
     alive(server)
+
+
+@pytest.mark.parametrize("lookalike", ["Bo\u00adss", "\uff22oss", "Boss\u200b", "B\ufeffoss"])
+def test_lookalike_nick_is_the_same_nick(server, clients, lookalike):
+    """resourceprep maps soft hyphens, zero-width and fullwidth forms: no second 'Boss'."""
+    room = f"lookalike{len(lookalike)}{ord(lookalike[1])}@{MUC}"
+    boss = clients("realboss")
+    create_instant_room(boss, room, "Boss")
+    mallory = clients("fakeboss")
+    el = join(mallory, room, lookalike)
+    assert el.get("type") == "error", ET.tostring(el)
+    assert error_condition(el)[1] == "conflict"
+    alive(server)
