@@ -5,7 +5,8 @@ No well-formed input makes the shipped handlers raise (tests/test_fuzz.py
 looks for that), so the server here is the real one built by
 ``xmppd.server.build`` plus three faulty extensions plugged in through its
 public extension points: a server IQ handler (``router.iq_handlers``), a
-route whose delivery raises (``router.routes``) and a MUC hook. It runs in
+route whose delivery raises (``router.routes``), a MUC hook, and a route
+that answers late (after the client's stream has ended). It runs in
 a subprocess, like every other server in the tests, and is driven over
 real sockets.
 """
@@ -35,12 +36,20 @@ class Exploding:
 def hook(event):
     raise KeyError("hook exploded")
 
+class Late:
+    """Answers IQs a moment later, as a route that waits for storage would."""
+    def send(self, el):
+        from xmppd.router import result_reply
+        reply = result_reply(el)
+        reactor.callLater(0, root.router.route, reply)   # next reactor turn
+
 globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
 cfg = config.load(None, {"data_dir": sys.argv[1], "c2s_port": 0, "insecure_auth": True})
 root = build(cfg)
 root.router.iq_handlers["urn:xmppd:test:boom"] = boom
 root.router.routes["boom.localhost"] = Exploding()
 root.router.muc.hooks.add("muc-room-iq/urn:xmppd:test:boom", hook)
+root.router.routes["late.localhost"] = Late()
 root.startService()
 reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
 reactor.run()
@@ -55,6 +64,20 @@ def server(tmp_path_factory):
     srv = XmppdServer([d / "data"], d / "data", command=[sys.executable, script]).wait_listening()
     yield srv
     srv.stop()
+
+
+def _plain_login(port, user):
+    """Log in without STARTTLS (allowed on loopback in dev mode)."""
+    import base64
+    from test_c2s_raw import Raw
+    c = Raw(port)
+    c.open()
+    c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+           + base64.b64encode(f"\0{user}\0pw".encode()).decode() + "</auth>")
+    c.next()
+    c.open()
+    c.bind("r")
+    return c
 
 
 def _still_serving(server, c):
@@ -105,3 +128,18 @@ def test_muc_hook_exception(server):
         _still_serving(server, c)
     finally:
         c.close()
+
+
+def test_nothing_is_written_after_the_stream_is_closed(server):
+    """A reply that arrives after our </stream:stream> is dropped, not written after it."""
+    c = _plain_login(server.port, "late-victim")    # no TLS: its close would hide the bytes
+    try:
+        # one read: the reply is due on the next reactor turn, the stream ends in this one
+        c.send("<iq type='get' id='late1' to='late.localhost'><query xmlns='urn:x'/></iq>"
+               "<iq type='bogus' id='bad'/>")            # bad-format: the stream ends now
+        c.wait_closed()
+        assert c.raw.endswith(b"</stream:stream>"), c.raw[-300:]
+        assert b"late1" not in c.raw
+    finally:
+        c.close()
+    alive(server)

@@ -586,6 +586,8 @@ class C2SStream(xmlstream.XmlStream):
     # Session interface used by the router.
 
     def deliver(self, el):
+        if self.closing:
+            return      # nothing may follow </stream:stream> (late replies, e.g. after storage)
         data = to_bytes(el)
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
@@ -593,6 +595,8 @@ class C2SStream(xmlstream.XmlStream):
         self.transport.write(data)
 
     def write_stanza(self, data):
+        if self.closing:
+            return
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
                      xml=redact(data.decode("utf-8", "replace")))
