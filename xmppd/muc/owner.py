@@ -133,12 +133,17 @@ def submit(room, x, actor):
         room.hooks.fire(f"muc-config-submitted/{var}", ev)
     ev.field = ev.value = None
     room.hooks.fire("muc-config-applied", ev)
-    try:
-        room.save()
-    except Exception:
+    def rollback():
         room.config.clear()         # not stored: not applied either (as far as config goes)
         room.config.update(before)
+
+    try:
+        d = room.save()
+    except Exception:
+        rollback()
         raise
+    if d is not None:               # the reply waits for the commit; undo if it fails
+        d.addErrback(lambda f: (rollback(), f)[1])
     # an owner may configure from outside: an empty room that is no longer persistent goes
     room.service.after_reply(lambda: room.service.room_maybe_empty(room))
     if codes:

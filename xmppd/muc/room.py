@@ -160,7 +160,8 @@ class Room:
         return self.config.get("whois") == "anyone"
 
     def save(self):
-        self.service.save_room(self)
+        """Queue this room for storage: the commit's Deferred, or None (see MUCService.save_room)."""
+        return self.service.save_room(self)
 
     # -- affiliations ----------------------------------------------------
     def get_affiliation(self, jid):

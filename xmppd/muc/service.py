@@ -12,6 +12,7 @@ the hot path, GUIDE §7.6); anything else falls through to the original
 xpath dispatcher (DiscoHandler for the service, ad-hoc handlers,
 FallbackHandler).
 """
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish.domish import Element
@@ -25,6 +26,7 @@ from xmppd.muc.errors import error_reply, stanza_error
 from xmppd.muc.features import load_features
 from xmppd.muc.hooks import Event, Hooks
 from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Room, core
+from xmppd.storage.db import error_condition
 from xmppd.stream.redact import redact
 
 log = Logger()
@@ -32,6 +34,8 @@ log = Logger()
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_REGISTER = "jabber:iq:register"
+# Stanzas a room queues while waiting for a commit (a stalled disk must not eat memory).
+MAX_HELD = 1000
 
 
 @implementer(disco.IDisco)
@@ -60,6 +64,8 @@ class MUCService(XMPPHandler):
         self.room_store = getattr(store, "rooms", None) if store is not None else None
         self._orig_dispatch = None
         self._after = []
+        self._commits = None   # commit Deferreds of the room stanza being handled
+        self._held = {}        # room jid -> stanzas waiting for that room's commits
         self._load_rooms()
         for f in self.features:
             if f.install:
@@ -81,32 +87,86 @@ class MUCService(XMPPHandler):
             self.rooms[room.jid] = room
 
     def save_room(self, room):
+        """Queue the room's state for storage; the commit's Deferred, or None if nothing to store.
+
+        The write runs on the storage's writer thread. While a room stanza is
+        being handled, the Deferred is also collected, and the reply to that
+        stanza waits for it (see ``_hold``); a failure then becomes a
+        StanzaError (resource-constraint for a full disk, else
+        internal-server-error) for the requester. The in-memory room is not
+        rolled back here: the next successful save stores everything.
+        """
         rs = self.room_store
         if rs is None or not hasattr(rs, "save_room"):
-            return
+            return None
         try:
             if room.config.get("persistent") and not room.destroying:
-                rs.save_room(room.jid, room.config, room.affiliations, room.aff_data)
+                d = rs.save_room(room.jid, room.config, room.affiliations, room.aff_data)
                 room._stored = True
             elif room._stored:
-                rs.delete_room(room.jid)
+                d = rs.delete_room(room.jid)
                 room._stored = False
+            else:
+                return None
         except Exception:
-            # A full or broken disk must not take the live room down with it, but the
-            # change must not be acknowledged as stored either: the request that caused
-            # it gets resource-constraint (the next successful save stores everything).
             log.failure("could not save room {room}", room=room.jid)
-            raise stanza_error("resource-constraint", "wait", "The room could not be saved")
+            raise stanza_error("internal-server-error", "wait", "The room could not be saved")
+        return self._track(d, room.jid, "saved")
+
+    def _track(self, d, room_jid, what):
+        if not isinstance(d, defer.Deferred):
+            d = defer.succeed(d)
+
+        def failed(f):
+            log.failure("could not store room {room}", f, room=room_jid)
+            return defer.fail(stanza_error(error_condition(f.value), "wait",
+                                           f"The room could not be {what}"))
+
+        d.addErrback(failed)
+        if self._commits is not None:
+            self._commits.append(d)
+        else:
+            d.addErrback(lambda f: None)    # nobody to tell: logged above
+        return d
 
     def forget_room(self, room, delete=False):
         if self.rooms.get(room.jid) is room:
             del self.rooms[room.jid]
         if delete and room._stored and self.room_store is not None:
+            room._stored = False
             try:
-                self.room_store.delete_room(room.jid)
-                room._stored = False
+                d = self.room_store.delete_room(room.jid)
             except Exception:
                 log.failure("could not delete stored room {room}", room=room.jid)
+                return
+            self._track(d, room.jid, "deleted")
+
+    def _hold(self, room_jid, commits, done):
+        """Call ``done(failure_or_None)`` once ``commits`` fired; queue the room's stanzas meanwhile.
+
+        The room's in-memory state changed already; holding its later stanzas
+        until the reply is sent keeps every stanza the room emits in the
+        order it would have without the wait. Other rooms are not affected.
+        """
+        self._held.setdefault(room_jid, [])
+
+        def fire(results):
+            failure = next((r for ok, r in results if not ok), None)
+            try:
+                done(failure)
+            except Exception:
+                log.failure("MUC: answering after the commit for {room} failed", room=room_jid)
+            self._release(room_jid)
+
+        defer.DeferredList(commits, consumeErrors=True).addCallback(fire)
+
+    def _release(self, room_jid):
+        queue = self._held.pop(room_jid, None) or []
+        while queue:
+            self._dispatch(queue.pop(0))
+            if room_jid in self._held:        # held again: the rest waits behind it
+                self._held[room_jid] = queue + self._held[room_jid]
+                return
 
     def room_maybe_empty(self, room):
         if room.occupants or room.destroying:
@@ -177,7 +237,35 @@ class MUCService(XMPPHandler):
         if to_j.user is None:
             return self.handle_service(stanza, name, stype, to_j)
         room_jid = to_j.userhost()
-        nick = to_j.resource
+        held = self._held.get(room_jid)
+        if held is not None:
+            if len(held) < MAX_HELD or (name == "presence" and stype == "unavailable"):
+                held.append(stanza)     # (a leave is never dropped: no ghost occupants)
+            elif stype != "error":
+                self.send(error_reply(stanza, "resource-constraint", "wait", by=room_jid,
+                                      text="The room is busy storing a change"))
+            return True
+        outer, self._commits = self._commits, []
+        try:
+            return self._handle_room_stanza(stanza, name, stype, frm, room_jid, to_j.resource)
+        finally:
+            commits, self._commits = self._commits, outer
+            if commits:     # a presence or message changed stored state
+                room = self.rooms.get(room_jid)
+                self._hold(room_jid, commits,
+                           lambda f: self._stanza_failed(stanza, room, f) if f is not None else None)
+
+    def _stanza_failed(self, stanza, room, failure):
+        if stanza.getAttribute("type") == "error" or stanza.name == "iq":
+            return      # IQs are answered by handle_room_iq
+        e = failure.value if isinstance(failure.value, StanzaError) else \
+            stanza_error("internal-server-error", "wait")
+        if room is not None:
+            room.send_error(stanza, e)
+        else:
+            self.send(error_reply(stanza, e))
+
+    def _handle_room_stanza(self, stanza, name, stype, frm, room_jid, nick):
         room = self.rooms.get(room_jid)
         if room is None:
             if name == "presence" and stype is None and nick is not None \
@@ -258,6 +346,23 @@ class MUCService(XMPPHandler):
             return True
         finally:
             after, self._after = self._after, []
+        commits, self._commits = self._commits, []
+        if commits:
+            # a change the client is told about: the reply waits for its commit
+            def done(failure):
+                if failure is not None:
+                    e = failure.value if isinstance(failure.value, StanzaError) else \
+                        stanza_error("internal-server-error", "wait")
+                    self.send(error_reply(stanza, e))
+                    return
+                self._reply(stanza, result, after)
+
+            self._hold(room.jid, commits, done)
+            return True
+        self._reply(stanza, result, after)
+        return True
+
+    def _reply(self, stanza, result, after):
         if result is not True:   # True: the handler replied itself
             reply = _result(stanza)
             if result is not None and result is not False:
@@ -265,7 +370,6 @@ class MUCService(XMPPHandler):
             self.send(reply)
         for fn in after:
             fn()
-        return True
 
     def after_reply(self, fn):
         """Run ``fn`` once the current IQ has been answered (e.g. status-code messages)."""

@@ -19,6 +19,7 @@ Policy:
 """
 import time
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
@@ -82,29 +83,43 @@ class OfflineMessages:
             return False
         if not worth_storing(el):
             return True
-        try:
-            stored = self.offline.store(username, el.toXml(defaultUri=NS_CLIENT), limit)
-        except Exception as e:
-            log.failure("offline: storing a message for {user} failed", user=username)
-            self.router.bounce(el, error_condition(e), sender=j.userhost())
-            return True
-        if not stored:
-            self.router.bounce(el, "service-unavailable", sender=j.userhost(),
-                               text="the recipient's offline message storage is full")
+        # Stored on the writer thread; the sender hears only of a failure (a bounce, later).
+        d = defer.maybeDeferred(self.offline.store, username, el.toXml(defaultUri=NS_CLIENT), limit)
+
+        def stored(ok):
+            if not ok:
+                self.router.bounce(el, "service-unavailable", sender=j.userhost(),
+                                   text="the recipient's offline message storage is full")
+
+        def failed(f):
+            log.failure("offline: storing a message for {user} failed", f, user=username)
+            self.router.bounce(el, error_condition(f.value), sender=j.userhost())
+
+        d.addCallbacks(stored, failed)
+        d.addErrback(lambda f: log.failure("offline: bouncing a message failed", f))
         return True
 
     def deliver(self, session):
-        """Send the stored messages of ``session``'s account to it (initial presence, priority >= 0)."""
+        """Send the stored messages of ``session``'s account to it (initial presence, priority >= 0).
+
+        The read runs behind every store queued before it (same writer
+        thread); returns a Deferred firing with the number delivered.
+        """
         if session.priority < 0:
-            return 0
+            return defer.succeed(0)
         username = session.bare.split("@", 1)[0]
-        try:
-            rows = self.offline.peek(username)
-        except Exception:
-            log.failure("offline: reading messages of {user} failed", user=username)
-            return 0
-        if not rows:
-            return 0
+        d = defer.maybeDeferred(self.offline.peek, username)
+        d.addCallback(self._send, session, username)
+        d.addErrback(self._deliver_failed, username)
+        return d
+
+    def _deliver_failed(self, f, username):
+        log.failure("offline: delivering messages of {user} failed", f, user=username)
+        return 0
+
+    def _send(self, rows, session, username):
+        if not rows or not getattr(session, "bound", True) or not session.available:
+            return 0     # gone meanwhile: they stay stored for the next login
         last = None
         for msg_id, stamp, text in rows:
             try:
@@ -119,11 +134,9 @@ class OfflineMessages:
             delay["stamp"] = xep0082(stamp)
             session.deliver(el)
             last = msg_id
-        try:
-            self.offline.remove(username, last)
-        except Exception:
-            log.failure("offline: removing delivered messages of {user} failed "
-                        "(they will be delivered again)", user=username)
+        d = defer.maybeDeferred(self.offline.remove, username, last)
+        d.addErrback(lambda f: log.failure("offline: removing delivered messages of {user} failed "
+                                           "(they will be delivered again)", f, user=username))
         return len(rows)
 
 

@@ -8,10 +8,18 @@ can provide the same objects without touching the MUC or c2s code:
 * ``storage.rooms``    -- :class:`xmppd.storage.rooms.RoomStore`
 * ``storage.offline``  -- :class:`xmppd.storage.offline.OfflineStore`
 
-Contract for every backend: a write method returns only once its change is
-committed (so the caller may acknowledge it to a client), raises on failure
-(``xmppd.storage.db.error_condition(exc)`` maps the exception to the stanza
-error the client gets), and reads see all writes that returned before them.
+Contract for every backend: a write method returns a Deferred that fires
+once its change is committed (so the caller acknowledges it to a client only
+then) and fails on error (``xmppd.storage.db.error_condition(exc)`` maps the
+exception to the stanza error the client gets); writes commit in call order;
+the caller's in-memory state is the live truth meanwhile. Start-up reads
+(``rooms.load_all``) and single-row lookups (``accounts.get_hash/exists``)
+are synchronous; offline-message reads return Deferreds.
+
+SQLite: writes run on one dedicated writer thread with its own connection
+(:mod:`xmppd.storage.writer`), so a commit's fsync never stalls the
+reactor; the reactor's own connection only reads (WAL: readers are never
+blocked by the writer).
 
 The SQLite file is ``<data_dir>/xmppd.sqlite3``; its schema is versioned
 (``PRAGMA user_version``) and migrated forward by
@@ -30,7 +38,7 @@ import os
 import time
 
 from twisted.application import service
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from xmppd.storage.db import Database, StorageError
@@ -45,8 +53,9 @@ log = Logger(namespace="xmppd.storage")
 class Storage(service.Service):
     """The stores plus the admin-request queue that ``xmppdctl`` uses to reach the live server."""
 
-    def __init__(self, db, accounts, rooms, offline, lock=None):
+    def __init__(self, db, accounts, rooms, offline, lock=None, writer=None):
         self.db = db
+        self.writer = writer
         self.accounts = accounts
         self.rooms = rooms
         self.offline = offline
@@ -54,24 +63,35 @@ class Storage(service.Service):
         self.request_handlers = {}   # command -> fn(arg)
         self._poller = None
         self._data_version = None
+        self._handled = set()   # admin request ids whose deletion is not committed yet
+
+    def _write(self, fn, *args):
+        if self.writer is not None:
+            return self.writer.run(fn, *args)
+        return defer.maybeDeferred(fn, self.db, *args)
 
     def startService(self):
         super().startService()
+        if self.writer is not None:
+            self.writer.start()
         # Requests queued while the server was down are moot: the database is already right.
-        try:
-            self.db.execute("DELETE FROM admin_requests")
-        except Exception:
-            log.failure("storage: could not clear old admin requests (is the disk full?)")
+        self._write(lambda db: db.execute("DELETE FROM admin_requests")).addErrback(
+            lambda f: log.failure("storage: could not clear old admin requests (is the disk full?)", f))
         self._poller = task.LoopingCall(self.poll_requests)
         self._poller.start(REQUEST_POLL_SECONDS, now=False)
 
     def stopService(self):
         if self._poller is not None and self._poller.running:
             self._poller.stop()
-        self.db.close()
-        if self.lock is not None:
-            self.lock.close()
-        return super().stopService()
+        super().stopService()
+        d = self.writer.stop() if self.writer is not None else defer.succeed(None)
+
+        def close(_):
+            self.db.close()
+            if self.lock is not None:
+                self.lock.close()
+
+        return d.addBoth(close)
 
     def poll_requests(self):
         """Run queued ``xmppdctl`` requests; cheap when nothing changed (PRAGMA data_version)."""
@@ -82,7 +102,13 @@ class Storage(service.Service):
             self._data_version = version
             rows = self.db.query("SELECT id, command, arg FROM admin_requests ORDER BY id")
             for req_id, command, arg in rows:
-                self.db.execute("DELETE FROM admin_requests WHERE id = ?", (req_id,))
+                if req_id in self._handled:
+                    continue
+                self._handled.add(req_id)
+                d = self._write(lambda db, i: db.execute("DELETE FROM admin_requests WHERE id = ?",
+                                                         (i,)), req_id)
+                d.addErrback(lambda f: log.failure("storage: could not delete an admin request", f))
+                d.addBoth(lambda _, i=req_id: self._handled.discard(i))
                 handler = self.request_handlers.get(command)
                 if handler is None:
                     log.warn("storage: ignoring unknown admin request {cmd}", cmd=command)
@@ -145,9 +171,10 @@ def open_database(data_dir):
 
 def open_storage(cfg):
     from xmppd.config import ConfigError
-    from xmppd.storage.accounts import AccountStore
-    from xmppd.storage.offline import OfflineStore
-    from xmppd.storage.rooms import RoomStore
+    from xmppd.storage.accounts import AsyncAccountStore
+    from xmppd.storage.offline import AsyncOfflineStore
+    from xmppd.storage.rooms import AsyncRoomStore
+    from xmppd.storage.writer import Writer
     lock = None
     try:
         os.makedirs(cfg.data_dir, exist_ok=True)
@@ -160,4 +187,6 @@ def open_storage(cfg):
     if db.migrated_from != db.version:
         log.info("storage: migrated {path} from schema version {old} to {new}",
                  path=db.path, old=db.migrated_from, new=db.version)
-    return Storage(db, AccountStore(db, cfg), RoomStore(db, cfg), OfflineStore(db, cfg), lock)
+    writer = Writer(db.path, db)
+    return Storage(db, AsyncAccountStore(db, cfg, writer), AsyncRoomStore(db, cfg, writer),
+                   AsyncOfflineStore(db, cfg, writer), lock, writer)

@@ -3,9 +3,9 @@
 The hash string carries its parameters (``scrypt$n$r$p$salt$hash``, base64
 parts) so the cost can be raised later without breaking stored accounts.
 Hashing is CPU-heavy (~tens of ms) and releases the GIL, so the server calls
-:func:`hash_password` / :func:`verify_password` in a thread while the
-SQLite lookups stay on the reactor thread (the connection is not shared
-across threads).
+:func:`hash_password` / :func:`verify_password` in a thread pool; its
+lookups (one indexed row) stay on the reactor's connection and its writes
+go to the writer thread (:class:`AsyncAccountStore`).
 """
 import base64
 import hashlib
@@ -132,3 +132,27 @@ class AccountStore:
         stored = self.get_hash(username)
         ok = verify_password(stored or dummy_hash(), password)
         return ok and stored is not None
+
+
+class AsyncAccountStore(AccountStore):
+    """The server's account store: lookups on the reactor's connection (one indexed row,
+    never blocked by the writer in WAL mode), writes on the writer thread.
+
+    ``create``, ``passwd`` and ``delete`` return Deferreds that fire once
+    committed (or fail with AccountError / the database error). Pass
+    ``password_hash`` to ``create``: hashing on the writer thread would
+    hold up every other write.
+    """
+
+    def __init__(self, db, cfg, writer):
+        super().__init__(db, cfg)
+        self.writer = writer
+
+    def create(self, username, password, password_hash=None):
+        return self.writer.run(lambda db: AccountStore(db, self.cfg).create(username, password, password_hash))
+
+    def passwd(self, username, password):
+        return self.writer.run(lambda db: AccountStore(db, self.cfg).passwd(username, password))
+
+    def delete(self, username):
+        return self.writer.run(lambda db: AccountStore(db, self.cfg).delete(username))

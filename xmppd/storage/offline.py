@@ -40,3 +40,33 @@ class OfflineStore:
 
     def delete_account(self, username):
         self.db.execute("DELETE FROM offline_messages WHERE username = ?", (username,))
+
+
+class AsyncOfflineStore(OfflineStore):
+    """The server's offline store: every call runs on the writer thread and returns a Deferred.
+
+    Reads go there too, so a ``peek`` sees every ``store`` queued before it
+    and a ``remove`` never overtakes a ``store`` (one thread, call order).
+    """
+
+    def __init__(self, db, cfg, writer):
+        super().__init__(db, cfg)
+        self.writer = writer
+
+    def _run(self, method, *args, **kwargs):
+        return self.writer.run(lambda db: getattr(OfflineStore(db, self.cfg), method)(*args, **kwargs))
+
+    def store(self, username, stanza_xml, limit, stamp=None):
+        return self._run("store", username, stanza_xml, limit, stamp)
+
+    def count(self, username):
+        return self._run("count", username)
+
+    def peek(self, username):
+        return self._run("peek", username)
+
+    def remove(self, username, upto_id):
+        return self._run("remove", username, upto_id)
+
+    def delete_account(self, username):
+        return self._run("delete_account", username)

@@ -248,12 +248,19 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         d.addErrback(self._verifyError, username)
 
     def _createAccount(self, password_hash, username):
-        try:
-            self.service.store.accounts.create(username, None, password_hash=password_hash)
+        """Create the account; SASL success is sent only once it is committed."""
+        d = defer.maybeDeferred(self.service.store.accounts.create, username, None,
+                                password_hash=password_hash)
+
+        def created(_):
             log.info("insecure-auth: created account {user}", user=username)
-        except AccountError:
-            pass  # created meanwhile by a concurrent login
-        return True
+            return True
+
+        def exists(f):
+            f.trap(AccountError)
+            return True       # created meanwhile by a concurrent login
+
+        return d.addCallbacks(created, exists)
 
     def _verified(self, ok, username):
         self.verifying = False

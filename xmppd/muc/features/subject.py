@@ -33,7 +33,15 @@ def subject_change(stanza):
 
 
 def set_subject(room, from_jid, text, msg_id=None):
-    """Store and broadcast a new subject (``from_jid``: occupant JID or the room's)."""
+    """Store and broadcast a new subject (``from_jid``: occupant JID or the room's).
+
+    In a persistent room the broadcast (the changer's acknowledgement) waits
+    for the commit; the MUC holds the room's other stanzas meanwhile, so the
+    order occupants see is unchanged. If the commit fails the old subject
+    is put back and the changer gets the error.
+    """
+    keys = ("subject", "subject_from", "subject_time")
+    before = {k: room.config[k] for k in keys if k in room.config}
     room.config["subject"] = text
     room.config["subject_from"] = from_jid
     room.config["subject_time"] = datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -44,8 +52,18 @@ def set_subject(room, from_jid, text, msg_id=None):
     if msg_id:
         msg["id"] = msg_id
     msg.addElement("subject", content=text)
-    room.broadcast_message(msg)
-    room.save()
+    d = room.save()
+    if d is None:
+        room.broadcast_message(msg)
+        return
+
+    def failed(f):
+        for k in keys:
+            room.config.pop(k, None)
+        room.config.update(before)
+        return f
+
+    d.addCallbacks(lambda _: room.broadcast_message(msg), failed)
 
 
 @feature.hook("muc-occupant-groupchat", priority=20)
