@@ -7,15 +7,17 @@ a few points (connect, data received, password check result):
   (``cfg.max_connections_per_ip``, 0 = unlimited). "Per IP" means per
   IPv4 address or per IPv6 /64 (:func:`ip_key`).
 * :class:`AuthThrottle` -- failed logins per account and per IP in a sliding
-  window: each failure is answered later the closer the account or
-  address is to its limit (slow brute force), and once the limit is reached attempts are refused with
-  ``<temporary-auth-failure/>`` *before* any password check, until the
-  window has passed. Unknown and existing accounts are treated alike so the
+  window: each failure is answered later the closer the account or address
+  is to its limit (slow brute force), and once the limit is reached
+  attempts are refused with ``<temporary-auth-failure/>`` *before* any
+  password check, until the window has passed. Unknown and existing accounts are treated alike so the
   throttle does not reveal which accounts exist.
 * :class:`ReadRate` -- a token bucket per session (``cfg.read_rate_limit``
   bytes/s, burst of two seconds as Prosody's mod_limits): a client that
-  sends faster is *slowed down* by pausing reads on its socket, never
-  dropped.
+  sends faster is *slowed down* (reads paused, the excess held back and
+  parsed as the bucket refills), never dropped.
+* :class:`Exempt` -- the ``cfg.limits_exempt`` networks the per-IP limits
+  skip (loopback by default).
 * :func:`limit_depth` and :func:`parse` -- parser guards: element nesting
   depth (deep trees overflow Python's recursion limit when serialised) and
   a stanza-size check that also catches a stanza that arrives complete in
