@@ -67,7 +67,7 @@ def test_flooding_occupant_is_refused_with_policy_violation(server, clients):
     assert refused, out
     assert all(out[k] == ("wait", "policy-violation") for k in refused), out
     accepted = sorted(k for k, v in out.items() if v == "ok")
-    assert 3 <= len(accepted) <= 6, out
+    assert 3 <= len(accepted) <= 8, out       # burst 3, plus what refilled meanwhile
     # the other occupant got exactly the accepted messages, nothing refused
     got = set()
     deadline = time.monotonic() + 3
