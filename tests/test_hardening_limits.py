@@ -415,3 +415,56 @@ def test_redaction_handles_self_closing_tags():
     out = redact(text)
     assert "Hunter2" not in out and "S3" not in out and "AGEAYg" not in out
     assert out.count("<password/>") == 50 and out.count("[redacted]") == 3
+
+
+def test_client_that_stops_reading_is_closed_before_memory_fills(tmp_path_factory):
+    """A stalled reader in a busy room: its unsent backlog is capped, the room goes on."""
+    import threading
+    from test_hardening import create_instant_room, expect, join, login
+    srv = start_server(tmp_path_factory, "--insecure-auth", config="max_send_buffer = 1048576\n")
+    room = "busy@conference.localhost"
+    try:
+        talker = login(srv.port, "talker", "r")
+        create_instant_room(talker, room, "T")
+        sloth = Raw(srv.port)
+        sloth.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sloth.login("sloth", resource="r")
+        join(sloth, room, "Sloth")
+        expect(talker, lambda e: e.get("from") == f"{room}/Sloth")
+        # the talker reads everything in the background; the sloth reads nothing
+        seen = []
+        stop = threading.Event()
+
+        def drain():
+            talker.sock.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    data = talker.sock.recv(1 << 20)
+                except (socket.timeout, TimeoutError):
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                seen.append(data)
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        body = "z" * 2000
+        chunk = "".join(f"<message to='{room}' type='groupchat'><body>{body}</body></message>"
+                        for _ in range(50)).encode()
+        for _ in range(200):                 # ~21 MB through the room
+            talker.sock.sendall(chunk)
+        srv.wait_for_log(r"over max_send_buffer \(1048576\): the client does not read; "
+                         r"closing \(sloth@localhost/r\)", timeout=20)
+        # the room announces that the sloth is gone
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and b"Sloth' type='unavailable'" not in b"".join(seen):
+            time.sleep(0.1)
+        assert b"Sloth' type='unavailable'" in b"".join(seen)
+        stop.set()
+        t.join(2)
+        sloth.close()
+        talker.close()
+        alive(srv)
+    finally:
+        srv.stop()

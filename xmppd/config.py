@@ -36,6 +36,7 @@ class Config:
     idle_timeout: int = 0           # seconds without traffic; 0 = off
     max_connections_per_ip: int = 100   # 0 = unlimited
     read_rate_limit: int = 65536        # bytes/s read per session (2 s burst); 0 = off
+    max_send_buffer: int = 16 * 1024 * 1024  # unsent bytes to a client that does not read; 0 = off
     max_auth_failures_per_account: int = 5   # in auth_failure_window -> temporary-auth-failure
     max_auth_failures_per_ip: int = 20
     auth_failure_window: int = 300      # seconds; 0 = no login throttling

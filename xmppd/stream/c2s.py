@@ -809,6 +809,7 @@ class C2SService(service.Service):
         self.factory = C2SFactory(self)
         self.exempt = limits.Exempt(cfg.limits_exempt)
         self.conn_limit = limits.ConnectionsPerIP(cfg.max_connections_per_ip)
+        self.send_guard = limits.SendBacklogGuard(self.streams, cfg.max_send_buffer)
         self.auth_throttle = limits.AuthThrottle(cfg.max_auth_failures_per_account,
                                                  cfg.max_auth_failures_per_ip,
                                                  cfg.auth_failure_window)
@@ -829,6 +830,7 @@ class C2SService(service.Service):
     def startService(self):
         super().startService()
         self.hash_pool.start()
+        self.send_guard.start()
         # Also stop the pool if the reactor stops without stopService (its
         # threads are not daemons: the process would hang at exit).
         self._poolTrigger = reactor.addSystemEventTrigger("during", "shutdown", self._stopPool)
@@ -846,6 +848,7 @@ class C2SService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.send_guard.stop()
         for xs in list(self.streams):
             xs.streamError("system-shutdown")
         if self._poolTrigger is not None:

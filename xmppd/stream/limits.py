@@ -16,6 +16,11 @@ a few points (connect, data received, password check result):
   bytes/s, burst of two seconds as Prosody's mod_limits): a client that
   sends faster is *slowed down* (reads paused, the excess held back and
   parsed as the bucket refills), never dropped.
+* :class:`SendBacklogGuard` -- a client that stops reading makes Twisted
+  buffer everything sent to it (a busy room fills memory); once a second
+  every stream's unsent backlog is checked and a stream over
+  ``cfg.max_send_buffer`` bytes is aborted (nothing more can be written
+  to it anyway). No cost on the delivery path.
 * :class:`Exempt` -- the ``cfg.limits_exempt`` networks the per-IP limits
   skip (loopback by default).
 * :func:`limit_depth` and :func:`parse` -- parser guards: element nesting
@@ -26,12 +31,15 @@ a few points (connect, data received, password check result):
 import ipaddress
 from collections import deque
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
+from twisted.logger import Logger
 from twisted.words.xish import domish
 
 MAX_DEPTH = 64            # element nesting, stream root included
 PARSE_CHUNK = 4096        # bytes per parser call: the size check overshoots by at most this
 MAX_TRACKED = 100_000     # throttle keys kept in memory (oldest are forgotten first)
+
+log = Logger(namespace="xmppd.c2s")
 
 
 class Exempt:
@@ -237,6 +245,50 @@ class ReadRate:
         self.timer = None
         self.xs = None
         self.held = b""
+
+
+def send_backlog(transport):
+    """Bytes written to ``transport`` but not yet sent (Twisted FileDescriptor buffers).
+
+    With TLS these are the encrypted bytes; 0 when the transport is not a
+    FileDescriptor (then nothing can be measured).
+    """
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return 0
+
+
+class SendBacklogGuard:
+    """Aborts streams whose unsent output exceeds ``limit`` bytes (checked every ``interval`` s)."""
+
+    def __init__(self, streams, limit, interval=1.0):
+        self.streams = streams
+        self.limit = limit
+        self.interval = interval
+        self.loop = task.LoopingCall(self.check)
+
+    def start(self):
+        if self.limit:
+            self.loop.start(self.interval, now=False)
+
+    def stop(self):
+        if self.loop.running:
+            self.loop.stop()
+
+    def check(self):
+        limit = self.limit
+        for xs in list(self.streams):
+            transport = xs.transport
+            if transport is None:
+                continue
+            n = send_backlog(transport)
+            if n > limit:
+                log.info("c2s {cid}: {n} bytes unsent, over max_send_buffer ({limit}): the client "
+                         "does not read; closing ({who})", cid=xs.cid, n=n, limit=limit,
+                         who=xs.full or xs.peer)
+                xs.closing = True
+                transport.abortConnection()
 
 
 def _too_deep(*args):
