@@ -5,14 +5,17 @@ The schema is owned by :mod:`xmppd.storage.migrations`; opening a
 a newer xmppd) and brings the schema up to date, so every process that opens
 it (server, ``xmppdctl``) sees the same tables.
 
-Calls are synchronous, on the caller's thread, one short transaction each:
-a store method returns only after its transaction is committed, so a reply
-sent after it never acknowledges something that is not stored. With WAL and
-``synchronous=NORMAL`` a commit costs tens of microseconds and survives a
-process crash (``kill -9``); ``synchronous=FULL`` also survives a power cut
-but fsyncs on every commit (milliseconds on the reactor thread; see
-``benchmarks/storage_bench.py``). The environment variable
-``XMPPD_SQLITE_SYNCHRONOUS`` (NORMAL or FULL) overrides the default.
+Calls on a :class:`Database` are synchronous, on the caller's thread, one
+short transaction each. In the server, writes go through
+:class:`xmppd.storage.writer.Writer` (one thread with its own connection),
+whose Deferred fires after the commit, so a reply sent then never
+acknowledges something that is not stored; the reactor's connection only
+reads. With WAL and ``synchronous=NORMAL`` a commit costs tens of
+microseconds and survives a process crash (``kill -9``);
+``synchronous=FULL`` also survives a power cut but fsyncs on every commit
+(milliseconds, on the writer thread; see ``benchmarks/storage_bench.py``).
+The environment variable ``XMPPD_SQLITE_SYNCHRONOUS`` (NORMAL or FULL)
+overrides the default.
 """
 import os
 import sqlite3

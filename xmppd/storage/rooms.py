@@ -3,7 +3,9 @@
 Only persistent rooms are stored. The MUC calls ``save_room`` after every
 change that must survive a restart (config submit, affiliation change,
 registration, subject) and ``delete_room`` when a room is destroyed or
-stops being persistent; ``load_all`` runs once at start-up.
+stops being persistent; ``load_all`` runs once at start-up. The server
+uses :class:`AsyncRoomStore` (writes return Deferreds); ``RoomStore`` is
+the same SQL, synchronous, for ``xmppdctl`` and tests.
 
 Config is a JSON object (the room's ``config`` dict, whatever keys the
 feature modules use); affiliation data (reason, nick, ...) is JSON too,

@@ -7,10 +7,10 @@ the exception. One thread means writes commit in the order they were
 queued and never contend with each other for SQLite's write lock; the fsync
 of ``synchronous=FULL`` costs the waiting client, not the reactor.
 
-Before the storage service starts (tools that open the storage without a
-reactor, e.g. account preparation scripts) and after it stopped, ``run``
-executes inline on the caller's connection and returns an already-fired
-Deferred, so the same store methods work there.
+Until the thread runs (tools that open the storage without a reactor, e.g.
+account preparation scripts; server start-up before the reactor runs) and
+after it stopped, ``run`` executes inline on the caller's connection and
+returns an already-fired Deferred, so the same store methods work there.
 """
 from twisted.internet import defer, reactor, threads
 from twisted.logger import Logger
@@ -27,16 +27,35 @@ class Writer:
         self.inline_db = inline_db
         self.synchronous = synchronous
         self._pool = None
+        self._start_pending = False
+        self._trigger = None
         self._db = None          # the writer thread's connection (touched in that thread only)
 
-    @property
-    def running(self):
-        return self._pool is not None
-
     def start(self):
-        if self._pool is None:
-            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="xmppd-db-writer")
-            self._pool.start()
+        """Start the thread once the reactor runs.
+
+        Its thread is not a daemon: started earlier, a start-up failure that
+        exits before the reactor runs (e.g. a busy port) would hang at exit.
+        Until then writes run inline (start-up only).
+        """
+        if self._pool is None and not self._start_pending:
+            self._start_pending = True
+            reactor.callWhenRunning(self._start_pool)
+
+    def _start_pool(self):
+        if not self._start_pending:
+            return           # stopped before the reactor ran
+        self._start_pending = False
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="xmppd-db-writer")
+        self._pool.start()
+        # if the reactor stops without stopService, still end the (non-daemon) thread
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+
+    def _stop_pool(self):
+        self._trigger = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()      # queued writes run first, then the thread ends
 
     def run(self, fn, *args, **kwargs):
         """Deferred result of ``fn(db, *args, **kwargs)`` run on the writer's connection."""
@@ -49,26 +68,20 @@ class Writer:
             self._db = Database(self.path, self.synchronous, check=False)
         return fn(self._db, *args, **kwargs)
 
-    def _close(self, _db):
+    def stop(self):
+        """Commit everything queued, close the connection, end the thread (Deferred)."""
+        self._start_pending = False
+        if self._pool is None:
+            return defer.succeed(None)
+        if self._trigger is not None:
+            reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        d = threads.deferToThreadPool(reactor, self._pool, self._close)
+        d.addErrback(lambda f: log.failure("storage: closing the writer's connection failed", f))
+        d.addBoth(lambda _: self._stop_pool())
+        return d
+
+    def _close(self):
         if self._db is not None:
             self._db.close()
             self._db = None
-
-    def stop(self):
-        """Commit everything queued, close the connection, end the thread (Deferred)."""
-        if self._pool is None:
-            return defer.succeed(None)
-        pool = self._pool
-        d = threads.deferToThreadPool(reactor, pool, self._call_close)
-
-        def done(result):
-            self._pool = None
-            pool.stop()
-            return result
-
-        d.addBoth(done)
-        d.addErrback(lambda f: log.failure("storage: closing the writer failed", f))
-        return d
-
-    def _call_close(self):
-        self._close(None)
