@@ -40,6 +40,20 @@ def login(port, user, resource="r", password="secret"):
     return c
 
 
+def open_clients(port):
+    """Generator behind each module's ``clients`` fixture: ``connect(user, resource)``
+    logs a client in; every client opened is closed at teardown."""
+    opened = []
+
+    def connect(user, resource="r"):
+        c = login(port, user, resource)
+        opened.append(c)
+        return c
+    yield connect
+    for c in opened:
+        c.close()
+
+
 def alive(server, user="second"):
     """A fresh client logs in (new resource each time) and gets a ping answered."""
     c = Raw(server.port)

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from test_c2s_raw import C, NS_SASL, Raw, start_server
-from test_hardening import (NS_MUC_ADMIN, NS_MUC_USER, alive, by_id, create_instant_room,
+from test_hardening import (open_clients, NS_MUC_ADMIN, NS_MUC_USER, alive, by_id, create_instant_room,
                             error_condition, expect, iq, join, login, ping)
 
 MUC = "conference.localhost"
@@ -37,15 +37,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def clients(server):
-    opened = []
-
-    def connect(user, resource="r"):
-        c = login(server.port, user, resource)
-        opened.append(c)
-        return c
-    yield connect
-    for c in opened:
-        c.close()
+    yield from open_clients(server.port)
 
 
 def _until(fn, timeout=5.0):

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from test_c2s_raw import C, Raw, start_server
-from test_hardening import alive, by_id, create_instant_room, error_condition, expect, join, login
+from test_hardening import open_clients, alive, by_id, create_instant_room, error_condition, expect, join, login
 
 MUC = "conference.localhost"
 
@@ -25,15 +25,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def clients(server):
-    opened = []
-
-    def connect(user, resource="r"):
-        c = login(server.port, user, resource)
-        opened.append(c)
-        return c
-    yield connect
-    for c in opened:
-        c.close()
+    yield from open_clients(server.port)
 
 
 def _send_burst(c, room, n, prefix):

@@ -7,20 +7,11 @@ the reply ourselves so refusals look exactly like XEP-0045's examples.
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish.domish import Element
 
+# condition -> default type (RFC 6120 §8.3.3): one table for the whole server
+from xmppd.router import ERROR_TYPES as DEFAULT_TYPE
+
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
-# condition -> default type (RFC 6120 §8.3.3)
-DEFAULT_TYPE = {
-    "bad-request": "modify", "conflict": "cancel", "feature-not-implemented": "cancel",
-    "forbidden": "auth", "gone": "cancel", "internal-server-error": "cancel",
-    "item-not-found": "cancel", "jid-malformed": "modify", "not-acceptable": "modify",
-    "not-allowed": "cancel", "not-authorized": "auth", "policy-violation": "modify",
-    "recipient-unavailable": "wait", "redirect": "modify", "registration-required": "auth",
-    "remote-server-not-found": "cancel", "remote-server-timeout": "wait",
-    "resource-constraint": "wait", "service-unavailable": "cancel",
-    "subscription-required": "auth", "undefined-condition": "cancel",
-    "unexpected-request": "wait",
-}
 
 
 def stanza_error(condition, type=None, text=None):
