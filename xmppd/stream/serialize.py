@@ -28,12 +28,7 @@ def _esc_text(s):
 
 
 def _esc_attr(s):
-    if "&" in s:
-        s = s.replace("&", "&amp;")
-    if "<" in s:
-        s = s.replace("<", "&lt;")
-    if ">" in s:
-        s = s.replace(">", "&gt;")
+    s = _esc_text(s)
     if "'" in s:
         s = s.replace("'", "&apos;")
     return s
