@@ -183,17 +183,23 @@ def dev_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def raw(dev_server):
+def open_raw(port):
+    """Generator behind the ``raw``-style fixtures: ``connect()`` opens a Raw client;
+    every client opened is closed at teardown."""
     clients = []
 
     def connect():
-        c = Raw(dev_server.port)
+        c = Raw(port)
         clients.append(c)
         return c
     yield connect
     for c in clients:
         c.close()
+
+
+@pytest.fixture
+def raw(dev_server):
+    yield from open_raw(dev_server.port)
 
 
 # -- negotiation ---------------------------------------------------------------

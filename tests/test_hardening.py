@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from test_c2s_raw import C, NS_SASL, Raw, StreamClosed, start_server, stanza_error
+from test_c2s_raw import C, NS_SASL, Raw, StreamClosed, open_raw, start_server, stanza_error
 
 STREAM_OPEN = ("<stream:stream xmlns='jabber:client' "
                "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
@@ -75,15 +75,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def client(server):
-    opened = []
-
-    def connect():
-        c = Raw(server.port)
-        opened.append(c)
-        return c
-    yield connect
-    for c in opened:
-        c.close()
+    yield from open_raw(server.port)
 
 
 # -- restricted XML (RFC 6120 §11.1) ------------------------------------------------
