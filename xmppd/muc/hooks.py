@@ -31,6 +31,10 @@ Writing a feature module
         event.identity_name = event.room.config["name"] or None
         event.form.append(Field("text-single", var="muc#roominfo_...", value=...))
 
+An on/off option with nothing else to it is one call:
+``feature.boolean_option(key, var, label=..., desc=..., priority=..., disco=(on, off),
+on_change=None)`` (see public.py, persistent.py).
+
 Then add the module name to ``FEATURES`` in ``xmppd/muc/features/__init__.py``
 (explicit list: import order is deterministic; form order comes from hook
 priorities, higher first, as in Prosody).
@@ -158,6 +162,7 @@ privilege checks when ``actor`` (a real full JID) is not None.
 ``muc-registration-submitted`` jid, nick, form (submitted values), data
                              (affiliation data to store; may be extended)
 """
+from wokkel.data_form import Field
 from twisted.logger import Logger
 
 log = Logger()
@@ -217,6 +222,32 @@ class Feature:
             self.handlers.append((event_name, fn, priority))
             return fn
         return deco
+
+    def boolean_option(self, key, var, label, desc, priority, disco, on_change=None):
+        """Declare the usual on/off room option in one call: a boolean field in the
+        config form, a submit handler that stores ``room.config[key]`` (status 104
+        when it changed, then ``on_change(event, value)``), and the disco#info
+        feature ``disco[0]`` when on or ``disco[1]`` when off."""
+        self.defaults.setdefault(key, False)
+
+        def form(event):
+            event.form.append(Field("boolean", var=var, label=label, desc=desc,
+                                    value=bool(event.room.config.get(key))))
+
+        def submitted(event):
+            value = bool(event.value)
+            if not event.room.set_config(key, value):
+                return
+            event.status_codes.add("104")
+            if on_change is not None:
+                on_change(event, value)
+
+        def info(event):
+            event.features.add(disco[0] if event.room.config.get(key) else disco[1])
+
+        self.hook("muc-config-form", priority)(form)
+        self.hook("muc-config-submitted/" + var)(submitted)
+        self.hook("muc-disco#info")(info)
 
     def on_install(self, fn):
         self.install = fn

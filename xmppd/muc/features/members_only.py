@@ -4,8 +4,6 @@ Unaffiliated users cannot enter (registration-required) and their default
 role is none; making a room members-only removes non-members (status 322);
 a member who loses membership is removed by the core (321).
 """
-from wokkel.data_form import Field
-
 from xmppd.muc.errors import stanza_error
 from xmppd.muc.hooks import Feature
 from xmppd.muc.room import AFFILIATIONS
@@ -13,21 +11,9 @@ from xmppd.muc.room import AFFILIATIONS
 feature = Feature("members_only", defaults={"members_only": False})
 
 
-@feature.hook("muc-config-form", priority=87)
-def _form(event):
-    event.form.append(Field("boolean", var="muc#roomconfig_membersonly",
-                            label="Only allow members to join",
-                            desc="Enable this to only allow access for room owners, admins and members",
-                            value=bool(event.room.config.get("members_only"))))
-
-
-@feature.hook("muc-config-submitted/muc#roomconfig_membersonly")
-def _submitted(event):
+def _remove_non_members(event, value):
+    """Making the room members-only removes everyone unaffiliated (322)."""
     room = event.room
-    value = bool(event.value)
-    if not room.set_config("members_only", value):
-        return
-    event.status_codes.add("104")
     if value:
         for occ in list(room.occupants.values()):
             if AFFILIATIONS[room.get_affiliation(occ.bare)] <= AFFILIATIONS["none"]:
@@ -36,6 +22,13 @@ def _submitted(event):
                 room._remove(occ)
                 room.publicise(occ, codes=("322",), prev_role=prev)
                 room._left(occ, ("322",))
+
+
+feature.boolean_option(
+    "members_only", "muc#roomconfig_membersonly", priority=87,
+    label="Only allow members to join",
+    desc="Enable this to only allow access for room owners, admins and members",
+    disco=("muc_membersonly", "muc_open"), on_change=_remove_non_members)
 
 
 @feature.hook("muc-get-default-role", priority=2)
@@ -51,7 +44,3 @@ def _members_only(event):
             AFFILIATIONS[room.get_affiliation(event.occupant.bare)] <= AFFILIATIONS["none"]:
         raise stanza_error("registration-required", "auth", "This room is members-only")
 
-
-@feature.hook("muc-disco#info")
-def _disco(event):
-    event.features.add("muc_membersonly" if event.room.config.get("members_only") else "muc_open")
