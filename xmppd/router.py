@@ -30,12 +30,39 @@ None for the server itself or the bare JID string of the account the IQ was
 addressed to. ``fn`` returns the payload element (or None for an empty
 result) or raises ``StanzaError``. ``router.user_exists(localpart)`` is set
 by the services to the account store's ``exists``.
+
+Feature modules (``xmppd/services/*.py``) hook stanza events on
+``router.hooks`` (:class:`xmppd.events.Hooks`, Prosody's stop rules: the
+first handler returning non-None ends the chain) instead of editing the
+routing code:
+
+* ``client/message``, ``client/presence``, ``client/iq``:
+  ``Event(stanza, session)``, a stanza a bound local client sent, after the
+  session stamped ``from`` and before anything else happens to it (for
+  presence: before the undirected/directed split). A handler may modify the
+  stanza (e.g. add a vCard avatar hash) or return True when it consumed it
+  (e.g. answered with an error itself).
+* ``account/message``, ``account/presence``, ``account/iq``:
+  ``Event(stanza, jid, session)``, a stanza addressed to a local account
+  (``jid`` is the parsed ``to``; ``session`` the target session for a full
+  JID that is bound, else None), from anyone, before delivery. Return True
+  when handled (e.g. blocked); add to the stanza to change what is delivered
+  (e.g. a stanza-id).
+* ``message/delivered``: ``Event(stanza, jid, sessions, stored)``, after a
+  message to a local account was written to ``sessions`` (a list; empty
+  when it went to offline storage, then ``stored`` is True).
+
+``router.server_features`` and ``router.account_features`` (lists of
+namespaces) are what disco#info on the server and on an account's bare JID
+advertise; a feature module appends what it serves. ``router.server_items``
+(list of ``(jid, name)``) feeds the server's disco#items.
 """
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 from wokkel import component
 
+from xmppd.events import Event, Hooks
 from xmppd.jid import InvalidJID, parse
 from xmppd.stream.serialize import to_bytes
 
@@ -57,6 +84,10 @@ ERROR_TYPES = {
     "unexpected-request": "wait",
 }
 SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
+ACCOUNT_EVENTS = {"message": "account/message", "presence": "account/presence",
+                  "iq": "account/iq"}
+CLIENT_EVENTS = {"message": "client/message", "presence": "client/presence",
+                 "iq": "client/iq"}
 
 
 def error_reply(stanza, condition, etype=None, text=None, sender=None):
@@ -153,6 +184,10 @@ class Router(component.Router):
         self.user_exists = lambda username: False
         self.offline = None  # xmppd.services.offline: store(el, jid, type) -> handled?
         self.trace = cfg.trace
+        self.hooks = Hooks()
+        self.server_features = []
+        self.account_features = []
+        self.server_items = []
 
     # -- entry points -------------------------------------------------------
 
@@ -216,15 +251,31 @@ class Router(component.Router):
                 self.bounce(el, "service-unavailable")
         # presence to the server itself: nothing to do (no rosters, no probes)
 
+    def from_client(self, el, session):
+        """Fire ``client/<kind>`` for a stanza a local client sent; True if a hook consumed it."""
+        hooks = self.hooks
+        event = CLIENT_EVENTS.get(el.name)
+        if event is None or not hooks.has(event):
+            return False
+        return bool(hooks.fire(event, Event(stanza=el, session=session)))
+
     def _to_local_user(self, el, j):
         name = el.name
         attrs = el.attributes
+        hooks = self.hooks
         if j.resource is not None:
             s = self.sessions.full.get(j.full())
             t = attrs.get("type")
+            event = ACCOUNT_EVENTS.get(name)
+            if event is not None and hooks.has(event) and \
+                    hooks.fire(event, Event(stanza=el, jid=j, session=s)):
+                return
             if s is not None:
                 if name != "presence" or t != "probe":   # probes are the server's business
                     s.deliver(el)
+                    if name == "message" and hooks.has("message/delivered"):
+                        hooks.fire("message/delivered",
+                                   Event(stanza=el, jid=j, sessions=[s], stored=False))
                 return
             if name == "message":
                 if t is None or t == "normal" or t == "chat":
@@ -239,6 +290,10 @@ class Router(component.Router):
             elif name == "presence":
                 if t in SUBSCRIPTION_TYPES:
                     self._presence_to_bare(el, j, t)
+            return
+        event = ACCOUNT_EVENTS.get(name)
+        if event is not None and hooks.has(event) and \
+                hooks.fire(event, Event(stanza=el, jid=j, session=None)):
             return
         if name == "message":
             t = attrs.get("type", "normal")
@@ -275,10 +330,16 @@ class Router(component.Router):
                     data = to_bytes(el)
                     for s in targets:
                         s.write_stanza(data)
+                if self.hooks.has("message/delivered"):
+                    self.hooks.fire("message/delivered",
+                                    Event(stanza=el, jid=j, sessions=targets, stored=False))
                 return
         if t == "headline":
             return
         if self.offline is not None and self.offline.store(el, j, t):
+            if self.hooks.has("message/delivered"):
+                self.hooks.fire("message/delivered",
+                                Event(stanza=el, jid=j, sessions=[], stored=True))
             return
         self.bounce(el, "service-unavailable")
 

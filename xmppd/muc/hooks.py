@@ -162,50 +162,13 @@ privilege checks when ``actor`` (a real full JID) is not None.
 ``muc-registration-submitted`` jid, nick, form (submitted values), data
                              (affiliation data to store; may be extended)
 """
+from xmppd.events import Event, Hooks  # noqa: F401  (re-exported: the MUC API)
 from wokkel.data_form import Field
 from twisted.logger import Logger
 
 log = Logger()
 
 __all__ = ["Event", "Hooks", "Feature"]
-
-
-class Event:
-    """A bag of named attributes handed to every handler of one firing."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-    def __repr__(self):
-        return f"<Event {sorted(self.__dict__)}>"
-
-
-class Hooks:
-    """Named event handlers with Prosody's ordering and stop rules."""
-
-    def __init__(self):
-        self._handlers = {}   # name -> [(priority, seq, fn)] sorted
-        self._seq = 0
-
-    def add(self, name, fn, priority=0):
-        self._seq += 1
-        lst = self._handlers.setdefault(name, [])
-        lst.append((-priority, self._seq, fn))
-        lst.sort(key=lambda t: (t[0], t[1]))
-
-    def has(self, name):
-        return name in self._handlers
-
-    def fire(self, name, event):
-        """Run the handlers of ``name``; return the first non-None result."""
-        handlers = self._handlers.get(name)
-        if not handlers:
-            return None
-        for _, _, fn in handlers:
-            result = fn(event)
-            if result is not None:
-                return result
-        return None
 
 
 class Feature:

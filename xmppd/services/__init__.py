@@ -53,6 +53,10 @@ class ServerServices:
         h[NS_VERSION] = self.version
         h[NS_ROSTER] = self.roster
         h[NS_SESSION] = self.session
+        self.router.server_features.extend(SERVER_FEATURES)
+        self.router.account_features.extend(ACCOUNT_FEATURES)
+        if self.cfg.muc_domain:
+            self.router.server_items.append((self.cfg.muc_domain, "Chatrooms"))
         self.router.user_exists = self.store.accounts.exists
 
     def disco_info(self, iq, child, target):
@@ -64,10 +68,10 @@ class ServerServices:
         ident = q.addElement("identity")
         if target is None:
             ident["category"], ident["type"], ident["name"] = "server", "im", "xmppd"
-            features = SERVER_FEATURES
+            features = self.router.server_features
         else:
             ident["category"], ident["type"] = "account", "registered"
-            features = ACCOUNT_FEATURES
+            features = self.router.account_features
         for f in features:
             q.addElement("feature")["var"] = f
         return q
@@ -77,10 +81,12 @@ class ServerServices:
         if child.getAttribute("node"):
             raise StanzaError("item-not-found", type="cancel")
         q = domish.Element((NS_DISCO_ITEMS, "query"))
-        if target is None and self.cfg.muc_domain:
-            item = q.addElement("item")
-            item["jid"] = self.cfg.muc_domain
-            item["name"] = "Chatrooms"
+        if target is None:
+            for jid, name in self.router.server_items:
+                item = q.addElement("item")
+                item["jid"] = jid
+                if name:
+                    item["name"] = name
         return q
 
     def ping(self, iq, child, target):

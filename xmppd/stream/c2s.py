@@ -701,6 +701,8 @@ class C2SStream(xmlstream.XmlStream):
             attrs[XML_LANG] = self.stanza_lang
         if not attrs.get("to"):
             attrs["to"] = self.bare
+        if self.router.from_client(el, self):
+            return
         self.router.route(el)
 
     def onPresence(self, el):
@@ -708,6 +710,8 @@ class C2SStream(xmlstream.XmlStream):
         attrs["from"] = self.full
         if self.stanza_lang is not None and XML_LANG not in attrs:
             attrs[XML_LANG] = self.stanza_lang
+        if self.router.from_client(el, self):
+            return
         to = attrs.get("to")
         t = attrs.get("type")
         if not to:
@@ -769,6 +773,8 @@ class C2SStream(xmlstream.XmlStream):
         t = attrs.get("type")
         if "id" not in attrs or t not in ("get", "set", "result", "error"):
             self.streamError("bad-format", "iq needs an id and a valid type")
+            return
+        if self.router.from_client(el, self):
             return
         if not attrs.get("to"):
             if t == "get" or t == "set":
