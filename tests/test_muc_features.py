@@ -464,3 +464,25 @@ def test_invite_to_unknown_local_user_is_item_not_found(xmppd_server):
         assert err.find(q("error")).find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
         await owner.disconnect()
     run(scenario())
+
+
+def test_every_config_form_field_and_option_has_a_label(xmppd_server):
+    """Clients print option labels (profanity showed "(null)" for presencebroadcast, poezio blanks)."""
+    async def scenario():
+        room = "labels@conference.localhost"
+        owner = await login(xmppd_server, "lblowner")
+        await create_room(owner, room)
+        owner.send(stanza(f"<iq type='get' id='form' to='{room}'><query xmlns='{MUC_OWNER}'/></iq>"))
+        _, reply = await wait_for(owner, is_result("form"), "config form")
+        form = reply.find(q("query", MUC_OWNER)).find(q("x", DATA))
+        fields = [f for f in form.findall(q("field", DATA)) if f.get("type") != "hidden"]
+        assert len(fields) > 10, to_wire(reply)
+        unlabelled = [f.get("var") for f in fields if not (f.get("label") or "").strip()]
+        assert unlabelled == [], unlabelled
+        options = [(f.get("var"), o) for f in fields for o in f.findall(q("option", DATA))]
+        assert any(var == "muc#roomconfig_presencebroadcast" for var, _ in options)
+        bare = [(var, o.findtext(q("value", DATA))) for var, o in options
+                if not (o.get("label") or "").strip()]
+        assert bare == [], bare
+        await owner.disconnect()
+    run(scenario())

@@ -143,6 +143,11 @@ def set_items(room, query, frm):
             room.may_set_role(frm, target, value)
     if not owners:
         raise stanza_error("conflict", "cancel", "A room needs at least one owner")
+    if any(kind == "role" or value == "outcast" for kind, _, value, _, _ in parsed):
+        # §8.2-8.4, §9.1, §9.6-9.7: the actor's result, then the broadcast. Other
+        # affiliation changes keep Prosody's order (broadcast first), which
+        # Prosody's own scripts (the shared seeds) pin down.
+        room.service.hold_broadcasts()
     for kind, target, value, nick, reason in parsed:
         if kind == "affiliation":
             data = None

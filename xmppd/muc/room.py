@@ -292,6 +292,10 @@ class Room:
         """
         actor_aff = self.get_affiliation(actor)
         previous = self.affiliations.get(bare, "none")
+        if affiliation == "outcast" and _bare(actor) == bare and actor_aff in ("owner", "admin"):
+            # §9.1 MUST, whatever the other affiliations (Prosody: allowed for one of
+            # several owners, not-allowed for an admin)
+            raise stanza_error("conflict", "cancel", "You cannot ban yourself")
         if actor_aff == "owner":
             if previous == "owner" and affiliation != "owner":
                 if not [o for o in self.owners() if o != bare]:
@@ -359,11 +363,20 @@ class Room:
         return (occ.nick if occ else None), actor
 
     # -- sending ---------------------------------------------------------
-    def route(self, element):
+    def route(self, element, early=False):
+        box = self.service.outbox
+        if box is not None:
+            # a muc#admin change being answered: the actor's result goes first (§8.2, §9.1)
+            box.append((early, self.router.route, (element,)))
+            return
         self.router.route(element)
 
     def route_many(self, element, recipients):
         if recipients:
+            box = self.service.outbox
+            if box is not None:
+                box.append((False, self.router.route_many, (element, list(recipients))))
+                return
             self.router.route_many(element, recipients)
 
     def send_error(self, stanza, err, by=True, keep=()):
@@ -456,7 +469,8 @@ class Room:
         for jid, payload in list(occ.sessions.items()):
             p = self._presence(occ, x, self_unavailable or jid == leaving, payload)
             p["to"] = jid
-            self.route(p)
+            # a kicked or banned occupant is told before the moderator's result (§8.2)
+            self.route(p, early=occ.role == "none")
 
     def occupant_list_presence(self, occ, with_jid):
         x = self._build_x(occ, (), with_jid, None, None, None, None)
@@ -486,7 +500,11 @@ class Room:
                 p.toXml(defaultUri="jabber:client").encode("utf-8").split(b"\x00", 1))
         s = sessions.get(to)
         if s is not None:
-            s.write_patched(*parts)
+            box = self.service.outbox
+            if box is not None:
+                box.append((False, s.write_patched, parts))
+            else:
+                s.write_patched(*parts)
 
     def is_anonymous_for(self, real_jid):
         if self.whois_anyone:
@@ -730,11 +748,41 @@ class Room:
         occ.drop_session(jid)
         del self.by_jid[jid]
 
+    def _drop_failed_session(self, occ, jid, status):
+        """One of several sessions bounced an error: only that session is removed.
+
+        It gets its own unavailable self-presence (333); the others are told
+        about the occupant with items for the remaining sessions only (an
+        erroring session is gone, not leaving politely, so unlike
+        ``_drop_one_session`` it is not listed).
+        """
+        occ.drop_session(jid)
+        del self.by_jid[jid]
+        p = Element((None, "presence"))
+        p["from"] = occ.room_jid
+        p["to"] = jid
+        p["type"] = "unavailable"
+        p.addChild(status)
+        x = p.addElement((NS_USER, "x"))
+        item = x.addElement("item")
+        item["affiliation"] = self.get_affiliation(occ.bare)
+        item["role"] = "none"
+        item["jid"] = jid
+        for code in ("333", "110"):
+            x.addElement("status")["code"] = code
+        self.route(p)
+        self.publicise(occ)
+
     def leave(self, occ, stanza=None, codes=()):
         payload = presence_payload(stanza) if stanza is not None else ""
         frm = stanza.getAttribute("from") if stanza is not None else occ.jid
         if len(occ.sessions) > 1 and frm in occ.sessions:
             self._drop_one_session(occ, frm, payload)
+            return
+        if self.config.get("locked") and len(self.occupants) == 1 and not self.destroying:
+            # §10.1.3: the owner left before submitting the initial configuration (or
+            # lost the connection): the room is destroyed and the exit says so
+            self.destroy(reason="The room was not configured before its owner left")
             return
         prev = occ.role
         occ.role = "none"
@@ -757,7 +805,7 @@ class Room:
         st.addContent(message)
         frm = stanza.getAttribute("from")
         if len(occ.sessions) > 1 and frm in occ.sessions:
-            self._drop_one_session(occ, frm, st.toXml())
+            self._drop_failed_session(occ, frm, st)
             return
         prev = occ.role
         occ.role = "none"
@@ -1055,6 +1103,12 @@ def _send_subject(event):
     subj = msg.addElement("subject")
     if room.config.get("subject"):
         subj.addContent(room.config["subject"])
+    stamp = room.config.get("subject_time")
+    if stamp:
+        # §7.2.15 SHOULD: when the subject was set (as Prosody; none when never set)
+        delay = msg.addElement((NS_DELAY, "delay"))
+        delay["from"] = room.jid
+        delay["stamp"] = stamp
     room.route(msg)
 
 

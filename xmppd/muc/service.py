@@ -66,6 +66,7 @@ class MUCService(XMPPHandler):
         self._after = []
         self._commits = None   # commit Deferreds of the room stanza being handled
         self._held = {}        # room jid -> stanzas waiting for that room's commits
+        self.outbox = None     # while not None, rooms queue what they send (see hold_broadcasts)
         self._load_rooms()
         for f in self.features:
             if f.install:
@@ -325,6 +326,7 @@ class MUCService(XMPPHandler):
             self.send(error_reply(stanza, "bad-request", "modify"))
             return True
         uri = q.uri
+        box = None
         try:
             if uri == NS_ADMIN and q.name == "query":
                 result = admin.handle(room, stanza, q, frm, stype)
@@ -342,10 +344,16 @@ class MUCService(XMPPHandler):
                 if result is None:
                     raise stanza_error("service-unavailable", "cancel")
         except StanzaError as e:
-            self.send(error_reply(stanza, e))
-            return True
+            failed = e
+        else:
+            failed = None
         finally:
             after, self._after = self._after, []
+            box, self.outbox = self.outbox, None
+        if failed is not None:
+            self.send(error_reply(stanza, failed))
+            _flush(box)          # whatever did change before the refusal is still announced
+            return True
         commits, self._commits = self._commits, []
         if commits:
             # a change the client is told about: the reply waits for its commit
@@ -354,22 +362,37 @@ class MUCService(XMPPHandler):
                     e = failure.value if isinstance(failure.value, StanzaError) else \
                         stanza_error("internal-server-error", "wait")
                     self.send(error_reply(stanza, e))
+                    _flush(box)  # not rolled back in memory: occupants see the real state
                     return
-                self._reply(stanza, result, after)
+                self._reply(stanza, result, after, box)
 
             self._hold(room.jid, commits, done)
             return True
-        self._reply(stanza, result, after)
+        self._reply(stanza, result, after, box)
         return True
 
-    def _reply(self, stanza, result, after):
+    def _reply(self, stanza, result, after, box=None):
+        if box:
+            _flush(box, early=True)
         if result is not True:   # True: the handler replied itself
             reply = _result(stanza)
             if result is not None and result is not False:
                 reply.addChild(result)
             self.send(reply)
+        if box:
+            _flush(box, early=False)
         for fn in after:
             fn()
+
+    def hold_broadcasts(self):
+        """Queue what the room sends until the current IQ is answered.
+
+        XEP-0045 §8.2-8.4, §9.1, §9.6-9.7: the moderator's result comes before
+        the presence broadcast of the change; only a kicked or banned
+        occupant's own presence (``route(..., early=True)``) goes first.
+        """
+        if self.outbox is None:
+            self.outbox = []
 
     def after_reply(self, fn):
         """Run ``fn`` once the current IQ has been answered (e.g. status-code messages)."""
@@ -450,6 +473,13 @@ class MUCService(XMPPHandler):
             if room.config.get("public") and not room.config.get("locked"):
                 items.append(disco.DiscoItem(jidlib.parse(jid_), name=room.config.get("name") or None))
         return items
+
+
+def _flush(box, early=None):
+    """Send the queued room output: the ``early`` entries, the others, or (None) all."""
+    for is_early, fn, args in box or ():
+        if early is None or is_early == early:
+            fn(*args)
 
 
 def _child(stanza, uri, name):

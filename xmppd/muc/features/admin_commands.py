@@ -63,7 +63,8 @@ class DestroyRooms(Command):
         form = Form("form", title="Destroy rooms", instructions=["Select the rooms to destroy"],
                     formNamespace=self.form_type)
         form.addField(Field("list-multi", var="rooms", label="Rooms to destroy:", required=True,
-                            options=[Option(j) for j in sorted(service.rooms)]))
+                            options=[Option(j, service.rooms[j].config.get("name") or j)
+                                     for j in sorted(service.rooms)]))
         return form
 
     def run(self, service, values, actor):
@@ -88,8 +89,8 @@ class SetAffiliation(Command):
         form.addField(Field("jid-single", var="room", label="Room", required=True))
         form.addField(Field("jid-single", var="jid", label="JID", required=True))
         form.addField(Field("list-single", var="affiliation", label="Affiliation", required=True,
-                            options=[Option(a) for a in ("owner", "admin", "member", "none",
-                                                         "outcast")]))
+                            options=[Option(a, a.capitalize()) for a in
+                                     ("owner", "admin", "member", "none", "outcast")]))
         form.addField(Field("text-single", var="reason", label="Reason"))
         return form
 

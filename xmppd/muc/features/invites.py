@@ -103,8 +103,8 @@ def invite(room, stanza, inviter, invite_el):
     x = msg.addElement((NS_USER, "x"))
     inv = x.addElement("invite")
     inv["from"] = shown_from
-    if reason is not None:
-        inv.addElement("reason", content=reason)
+    # always a <reason/>, empty when the inviter gave none (as Prosody; some clients expect it)
+    inv.addElement("reason", content=reason or "")
     if room.config.get("password"):
         x.addElement("password", content=room.config["password"])
     conf = msg.addElement((NS_CONFERENCE, "x"))

@@ -44,8 +44,8 @@ def _submitted(event):
         return
     room = event.room
     current = room.config.get("password") or ""
-    secret = form.get(F_SECRET)
-    new = current if secret is None else secret
+    # a roomsecret field with no <value/> is an empty password: it clears it
+    new = (form.get(F_SECRET) or "") if F_SECRET in form else current
     protected = form.get(F_PROTECTED)
     if protected is False:
         new = ""

@@ -9,6 +9,9 @@ from wokkel.data_form import Field, Option
 from xmppd.muc.hooks import Feature
 
 ROLE_ORDER = ["none", "visitor", "participant", "moderator"]
+# every option carries a label: clients print it (profanity showed "(null)", poezio blanks)
+ROLE_LABELS = {"none": "Not in the room (affiliated users)", "visitor": "Visitor",
+               "participant": "Participant", "moderator": "Moderator"}
 DEFAULT = ["moderator", "participant", "visitor"]
 
 feature = Feature("presence_broadcast", defaults={"presence_broadcast": list(DEFAULT)})
@@ -20,7 +23,7 @@ def _form(event):
     event.form.append(Field("list-multi", var="muc#roomconfig_presencebroadcast",
                             label="Only show participants with roles:",
                             values=[r for r in ROLE_ORDER if r in current],
-                            options=[Option(r) for r in ROLE_ORDER]))
+                            options=[Option(r, ROLE_LABELS[r]) for r in ROLE_ORDER]))
 
 
 @feature.hook("muc-config-submitted/muc#roomconfig_presencebroadcast")

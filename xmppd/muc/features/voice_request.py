@@ -44,7 +44,8 @@ def approval_form(occupant):
                 instructions=["To approve this request for voice, select the "
                               "\"Grant voice to this person?\" checkbox and submit the form."])
     form.addField(Field("list-single", var="muc#role", label="Requested role", value="participant",
-                        options=[Option(r) for r in ("none", "visitor", "participant", "moderator")]))
+                        options=[Option(r, r.capitalize()) for r in ("none", "visitor", "participant",
+                                                                 "moderator")]))
     form.addField(Field("jid-single", var="muc#jid", label="User ID", value=occupant.jid))
     form.addField(Field("text-single", var="muc#roomnick", label="Room nickname",
                         value=occupant.nick))
