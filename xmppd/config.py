@@ -50,6 +50,11 @@ class Config:
     muc_room_default_public: bool = False  # new rooms listed in disco#items (Prosody: hidden)
     muc_message_rate: int = 0           # groupchat/private messages per second per occupant; 0 = off
     muc_message_burst: int = 10         # messages an occupant may send at once before the rate applies
+    # external components (XEP-0114); the listener runs only when components are configured
+    components: list = field(default_factory=list)  # [{"domain": ..., "secret": ...}, ...]
+    component_port: int = 5347
+    component_interface: str = "127.0.0.1"
+    component_read_rate_limit: int = 8 * 1024 * 1024  # bytes/s per component (2 s burst); 0 = off
 
     def __post_init__(self):
         if not self.muc_domain:
@@ -129,6 +134,8 @@ def _check_type(key, value):
     expected = _TYPES[key]
     if key == "require_encryption" and isinstance(value, bool):
         return "true" if value else "false"     # `require_encryption = true` reads naturally
+    if key == "components":
+        return _check_components(value)
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key {key!r} must be a list of strings")
@@ -137,6 +144,26 @@ def _check_type(key, value):
         raise ConfigError(f"config key {key!r} must be of type {expected.__name__},"
                           f" not {type(value).__name__} ({value!r})")
     return value
+
+
+def _check_components(value):
+    """``[[components]]`` tables: a domain and a non-empty secret each, nothing else."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError("config key 'components' must be a list of tables"
+                          " ([[components]] with domain and secret)")
+    out = []
+    for entry in value:
+        unknown = set(entry) - {"domain", "secret"}
+        if unknown:
+            raise ConfigError(f"config key 'components': unknown key {sorted(unknown)[0]!r}"
+                              " (each entry has domain and secret)")
+        domain, secret = entry.get("domain"), entry.get("secret")
+        if not isinstance(domain, str) or not domain:
+            raise ConfigError("config key 'components': every entry needs a domain")
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError(f"config key 'components': component {domain!r} needs a secret")
+        out.append({"domain": domain, "secret": secret})
+    return out
 
 
 def _validate(cfg):
@@ -150,19 +177,33 @@ def _validate(cfg):
         setattr(cfg, key, j.host)               # nameprep'd: compared with stanza JIDs later
     if cfg.muc_domain == cfg.domain:
         raise ConfigError("config key 'muc_domain' must differ from 'domain'")
-    if cfg.interface != "localhost":
-        try:
-            ipaddress.ip_address(cfg.interface)
-        except ValueError:
-            raise ConfigError(f"config key 'interface' must be an IP address"
-                              f" (e.g. 127.0.0.1, ::1, 0.0.0.0, ::), not {cfg.interface!r}")
-    if not 0 <= cfg.c2s_port <= 65535:
-        raise ConfigError(f"config key 'c2s_port' must be between 0 and 65535, not {cfg.c2s_port}")
+    for key in ("interface", "component_interface"):
+        iface = getattr(cfg, key)
+        if iface != "localhost":
+            try:
+                ipaddress.ip_address(iface)
+            except ValueError:
+                raise ConfigError(f"config key {key!r} must be an IP address"
+                                  f" (e.g. 127.0.0.1, ::1, 0.0.0.0, ::), not {iface!r}")
+    for key in ("c2s_port", "component_port"):
+        if not 0 <= getattr(cfg, key) <= 65535:
+            raise ConfigError(f"config key {key!r} must be between 0 and 65535,"
+                              f" not {getattr(cfg, key)}")
+    seen = set()
+    for entry in cfg.components:
+        j = jidmod.parse_or_none(entry["domain"])
+        if j is None or j.user is not None or j.resource is not None:
+            raise ConfigError(f"config key 'components': {entry['domain']!r} is not a domain name")
+        if j.host == cfg.domain or j.host in seen:
+            raise ConfigError(f"config key 'components': {j.host!r} is the server's domain"
+                              " or listed twice")
+        seen.add(j.host)
+        entry["domain"] = j.host
     if cfg.require_encryption not in ("auto", "true", "false"):
         raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false',"
                           f" not {cfg.require_encryption!r}")
     for name, typ in _TYPES.items():
-        if typ is int and name != "c2s_port":
+        if typ is int and name not in ("c2s_port", "component_port"):
             low = 1 if name in _POSITIVE else 0
             if getattr(cfg, name) < low:
                 raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")

@@ -18,9 +18,15 @@ def build(cfg):
     store.setServiceParent(root)
     router = Router(cfg)
     services.install(router, cfg, store)
-    muc = muc_service.make_component(router, cfg, store)
-    muc.setServiceParent(root)
-    router.muc = muc.muc   # live rooms, for xmppdctl requests (xmppd.services.admin_requests)
+    if any(c["domain"] == cfg.muc_domain for c in cfg.components):
+        router.muc = None  # the MUC runs as an external component (twistd xmppd-muc)
+    else:
+        muc = muc_service.make_component(router, cfg, store)
+        muc.setServiceParent(root)
+        router.muc = muc.muc   # live rooms, for xmppdctl requests (xmppd.services.admin_requests)
+    if cfg.components:
+        from xmppd.component.server import ComponentService
+        ComponentService(cfg, router).setServiceParent(root)
     c2s.C2SService(cfg, router, store).setServiceParent(root)
     root.router = router
     return root

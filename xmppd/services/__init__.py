@@ -55,7 +55,8 @@ class ServerServices:
         h[NS_SESSION] = self.session
         self.router.server_features.extend(SERVER_FEATURES)
         self.router.account_features.extend(ACCOUNT_FEATURES)
-        if self.cfg.muc_domain:
+        if self.cfg.muc_domain and not any(c["domain"] == self.cfg.muc_domain
+                                           for c in self.cfg.components):   # not external
             self.router.server_items.append((self.cfg.muc_domain, "Chatrooms"))
         self.router.user_exists = self.store.accounts.exists
 
@@ -82,11 +83,20 @@ class ServerServices:
             raise StanzaError("item-not-found", type="cancel")
         q = domish.Element((NS_DISCO_ITEMS, "query"))
         if target is None:
+            listed = set()
             for jid, name in self.router.server_items:
+                listed.add(jid)
                 item = q.addElement("item")
                 item["jid"] = jid
                 if name:
                     item["name"] = name
+            # connected XEP-0114 components (xmppd.component.server)
+            for jid in sorted(getattr(self.router, "components", ())):
+                if jid not in listed:
+                    item = q.addElement("item")
+                    item["jid"] = jid
+                    if jid == self.cfg.muc_domain:
+                        item["name"] = "Chatrooms"
         return q
 
     def ping(self, iq, child, target):
