@@ -5,6 +5,7 @@ the store), a persistent members-only room configured over XMPP, then a
 burst of affiliation changes and groupchat traffic cut by SIGKILL. After a
 restart on the same data directory every acknowledged change must be there
 and the room must behave the same (ban, reserved nick, members-only).
+Run on both storage backends (SQLite file, private PostgreSQL).
 """
 import signal
 import time
@@ -12,7 +13,10 @@ import xml.etree.ElementTree as ET
 
 from conftest import XmppdServer
 from test_c2s_raw import C, Raw, stanza_error
-from test_ctl import ctl, store
+from pgserver import backend, pg_cluster, pg_dsn  # noqa: F401 (fixtures)
+from test_ctl import ctl
+from xmppd.config import Config
+from xmppd.storage.accounts import AccountStore
 
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = MUC + "#user"
@@ -103,8 +107,8 @@ def login(server, user, password=PASSWORD, presence=False):
     return c
 
 
-def start(data_dir, insecure=False):
-    args = ["--c2s-port", "0", "--data-dir", str(data_dir)]
+def start(data_dir, insecure=False, extra=()):
+    args = ["--c2s-port", "0", "--data-dir", str(data_dir), *extra]
     if insecure:
         args.append("--insecure-auth")
     return XmppdServer(args, data_dir).wait_listening()
@@ -112,17 +116,19 @@ def start(data_dir, insecure=False):
 
 # -- the test -------------------------------------------------------------------
 
-def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path):
+def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path, backend):
     data = tmp_path / "data"
     data.mkdir()
-    r = ctl(data, "adduser", "owner", password=PASSWORD)
+    extra = backend.server_args(data)
+    r = ctl(data, *extra, "adduser", "owner", password=PASSWORD)
     assert r.returncode == 0, r.stderr
-    accounts = store(data)
+    accounts = AccountStore(backend.open(data), Config(data_dir=str(data)))
     for user in ("alice", "bob", "mallory", "carol"):
         accounts.create(user, PASSWORD)
     accounts.db.close()
 
-    server = start(data)
+    server = start(data, extra=extra)
+    backend.check_used(server)
     clients = []
     try:
         owner = login(server, "owner")
@@ -153,7 +159,7 @@ def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path):
         assert status == "ok"
 
         # An account created with xmppdctl while the server runs.
-        assert ctl(data, "adduser", "dave", password="dave pw").returncode == 0
+        assert ctl(data, *extra, "adduser", "dave", password="dave pw").returncode == 0
 
         # Mid-traffic: affiliation changes in acknowledged rounds plus groupchat chatter,
         # then a large pipelined burst cut by SIGKILL right after it was written.
@@ -191,7 +197,7 @@ def test_acknowledged_room_state_and_accounts_survive_sigkill(tmp_path):
             c.close()
         server.stop()
 
-    server = start(data)
+    server = start(data, extra=extra)
     clients = []
     try:
         owner = login(server, "owner")

@@ -7,6 +7,7 @@ import asyncio
 
 from xmppd.testing.runner import run_script
 from xmppd.testing.script import parse
+from pgserver import backend, pg_cluster, pg_dsn  # noqa: F401 (fixtures: both storage backends)
 
 HEADER = """
 [Client] Romeo
@@ -166,10 +167,12 @@ def _run(text, server):
     assert result.ok, f"{result.failure.report()}\n--- server log ---\n{server.log()[-3000:]}"
 
 
-def test_persistent_room_survives_restart(xmppd_server_factory, tmp_path):
+def test_persistent_room_survives_restart(xmppd_server_factory, tmp_path, backend):
     data = tmp_path / "muc-data"
-    first = xmppd_server_factory(data_dir=data)
+    extra = backend.server_args(data)
+    first = xmppd_server_factory(*extra, data_dir=data)
+    backend.check_used(first)
     _run(BEFORE, first)
     first.stop()
-    second = xmppd_server_factory(data_dir=data)
+    second = xmppd_server_factory(*extra, data_dir=data)
     _run(AFTER, second)

@@ -28,6 +28,8 @@ class Config:
     tls_cert: str = ""              # PEM; empty -> self-signed dev cert in data_dir
     tls_key: str = ""
     admins: list = field(default_factory=list)  # service admins (bare JIDs)
+    storage: str = "sqlite"         # "sqlite" (in data_dir) | "postgresql" (storage_dsn)
+    storage_dsn: str = ""           # libpq connection string or URI, for storage = "postgresql"
     trace: bool = False             # log every stanza in/out
     # limits
     max_stanza_size: int = 256 * 1024
@@ -199,6 +201,11 @@ def _validate(cfg):
                               " or listed twice")
         seen.add(j.host)
         entry["domain"] = j.host
+    if cfg.storage not in ("sqlite", "postgresql"):
+        raise ConfigError(f"config key 'storage' must be 'sqlite' or 'postgresql', not {cfg.storage!r}")
+    if cfg.storage == "postgresql" and not cfg.storage_dsn:
+        raise ConfigError("config key 'storage_dsn' must be set for storage = 'postgresql'"
+                          " (e.g. 'host=/run/postgresql dbname=xmppd')")
     if cfg.require_encryption not in ("auto", "true", "false"):
         raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false',"
                           f" not {cfg.require_encryption!r}")

@@ -1,5 +1,6 @@
 """``xmppdctl``: manage local accounts (adduser, passwd, deluser, list), persistent
-rooms (rooms, room-info, room-destroy) and the database (backup, restore).
+rooms (rooms, room-info, room-destroy) and the database (backup, restore,
+migrate-storage).
 
 Works on the same data directory as the server (SQLite in WAL mode, so it is
 safe while the server runs). Passwords are read with a prompt on a terminal,
@@ -7,6 +8,13 @@ or as the first line of stdin otherwise (for scripts); never from argv.
 ``room-destroy`` also asks a running server to destroy the live room;
 ``restore`` refuses while a server uses the data directory (its rooms live
 in memory and would overwrite the restored ones).
+
+With ``storage = "postgresql"`` the same commands work on the PostgreSQL
+database; ``backup`` then writes a logical copy into an SQLite file (a
+snapshot, taken while servers run) and ``restore`` loads such a file
+(stop every xmppd using the database first). pg_dump works as well.
+``migrate-storage --to postgresql`` copies the data directory's SQLite
+database into the (empty) PostgreSQL database of ``storage_dsn`` or ``--dsn``.
 """
 import argparse
 import getpass
@@ -62,6 +70,9 @@ def build_parser():
     sp.add_argument("path", help="backup file to write")
     sp = sub.add_parser("restore", help="replace the database with a backup (server stopped)")
     sp.add_argument("path", help="backup file to read")
+    sp = sub.add_parser("migrate-storage", help="copy the SQLite database into PostgreSQL")
+    sp.add_argument("--to", required=True, choices=["postgresql"], help="target backend")
+    sp.add_argument("--dsn", help="PostgreSQL connection string (default: storage_dsn)")
     return p
 
 
@@ -111,7 +122,75 @@ def _room_command(args, cfg, db):
     return 0
 
 
+def _migrate_storage(args, cfg):
+    """Copy ``<data_dir>/xmppd.sqlite3`` into an empty PostgreSQL database."""
+    from xmppd.storage.copy import copy_database
+    from xmppd.storage.postgresql import PgDatabase
+    dsn = args.dsn or cfg.storage_dsn
+    if not dsn:
+        raise StorageError("give the PostgreSQL database with --dsn or storage_dsn")
+    src = storage.open_database(cfg.data_dir)
+    try:
+        dst = PgDatabase(dsn)
+        try:
+            counts = copy_database(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    print(f"copied {src.path} to {dst.path}: "
+          + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
+    print('now set storage = "postgresql" and storage_dsn in the configuration')
+    return 0
+
+
+def _pg_backup_command(args, cfg, db):
+    """PostgreSQL: backups are SQLite files holding a logical copy (same tables and rows)."""
+    import os
+    import shutil
+    from xmppd.storage.copy import copy_database
+    from xmppd.storage.db import Database
+    if args.command == "backup":
+        tmp = f"{args.path}.tmp-{os.getpid()}"
+        try:
+            dest = Database(tmp)
+            try:
+                copy_database(db, dest)
+            finally:
+                dest.close()
+            dest_conn = sqlite3.connect(tmp, isolation_level=None)
+            dest_conn.execute("PRAGMA journal_mode=DELETE")    # one self-contained file
+            dest_conn.close()
+            os.replace(tmp, args.path)
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(tmp + suffix):
+                    os.unlink(tmp + suffix)
+        print(f"backup of {db.path} written to {args.path}")
+        return 0
+    if not os.path.isfile(args.path):
+        raise StorageError(f"backup {args.path} does not exist")
+    tmp = f"{args.path}.restore-{os.getpid()}"
+    shutil.copyfile(args.path, tmp)        # opening migrates; the backup itself stays as it is
+    try:
+        src = Database(tmp)
+        try:
+            version = src.migrated_from
+            copy_database(src, db, replace=True)
+        finally:
+            src.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(tmp + suffix):
+                os.unlink(tmp + suffix)
+    print(f"restored {args.path} into {db.path} (schema version {version}, now {db.version}); "
+          "restart every xmppd using this database")
+    return 0
+
+
 def _db_command(args, cfg, db):
+    if db.backend == "postgresql":
+        return _pg_backup_command(args, cfg, db)
     if args.command == "backup":
         db.backup(args.path)
         print(f"backup written to {args.path}")
@@ -129,7 +208,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         cfg = configmod.load(args.config, {"data_dir": args.data_dir})
-        db = storage.open_database(cfg.data_dir)
+        if args.command == "migrate-storage":
+            return _migrate_storage(args, cfg)
+        db = storage.open_configured_database(cfg)
     except (configmod.ConfigError, StorageError) as e:
         print(f"xmppdctl: {e}", file=sys.stderr)
         return 1
@@ -162,7 +243,10 @@ def main(argv=None):
     except (AccountError, StorageError) as e:
         print(f"xmppdctl: {e}", file=sys.stderr)
         return 1
-    except (OSError, sqlite3.Error) as e:
+    except Exception as e:
+        if not isinstance(e, (OSError, sqlite3.Error)) and \
+                not type(e).__module__.startswith("psycopg"):
+            raise
         print(f"xmppdctl: {args.command} failed: {e}", file=sys.stderr)
         return 1
     finally:

@@ -29,9 +29,9 @@ exclusive ``flock`` on ``<data_dir>/xmppd.lock`` (one server per data dir;
 through the ``admin_requests`` table, polled every second (a ``PRAGMA
 data_version`` read when nothing changed).
 
-A PostgreSQL backend would provide the same three objects (plus
-``request_handlers``) over a connection pool; the SQL here is plain enough
-to port, except ``INSERT ... ON CONFLICT`` which both support.
+With ``storage = "postgresql"`` the same stores run on
+:class:`xmppd.storage.postgresql.PgDatabase` (same interface, the stores'
+SQL unchanged, its own migrations); see that module.
 """
 import fcntl
 import os
@@ -96,8 +96,8 @@ class Storage(service.Service):
     def poll_requests(self):
         """Run queued ``xmppdctl`` requests; cheap when nothing changed (PRAGMA data_version)."""
         try:
-            version = self.db.query("PRAGMA data_version")[0][0]
-            if version == self._data_version:
+            version = self.db.data_version()
+            if version is not None and version == self._data_version:
                 return
             self._data_version = version
             rows = self.db.query("SELECT id, command, arg FROM admin_requests ORDER BY id")
@@ -169,6 +169,14 @@ def open_database(data_dir):
     return Database(db_path(data_dir))
 
 
+def open_configured_database(cfg):
+    """The database ``cfg`` names: SQLite in the data dir, or PostgreSQL at ``storage_dsn``."""
+    if cfg.storage == "postgresql":
+        from xmppd.storage.postgresql import PgDatabase
+        return PgDatabase(cfg.storage_dsn)
+    return open_database(cfg.data_dir)
+
+
 def open_storage(cfg):
     from xmppd.config import ConfigError
     from xmppd.storage.accounts import AsyncAccountStore
@@ -179,14 +187,19 @@ def open_storage(cfg):
     try:
         os.makedirs(cfg.data_dir, exist_ok=True)
         lock = lock_data_dir(cfg.data_dir)
-        db = open_database(cfg.data_dir)
+        db = open_configured_database(cfg)
     except (StorageError, OSError) as e:
         if lock is not None:
             lock.close()
         raise ConfigError(f"storage: {e}")
+    log.info("storage: {backend} at {path}", backend=db.backend, path=db.path)
     if db.migrated_from != db.version:
         log.info("storage: migrated {path} from schema version {old} to {new}",
                  path=db.path, old=db.migrated_from, new=db.version)
-    writer = Writer(db.path, db)
+    opener = None
+    if cfg.storage == "postgresql":
+        from xmppd.storage.postgresql import PgDatabase
+        opener = lambda: PgDatabase(cfg.storage_dsn, check=False)  # noqa: E731
+    writer = Writer(db.path, db, opener=opener)
     return Storage(db, AsyncAccountStore(db, cfg, writer), AsyncRoomStore(db, cfg, writer),
                    AsyncOfflineStore(db, cfg, writer), lock, writer)

@@ -104,11 +104,10 @@ class AccountStore:
             if not password:
                 raise AccountError("the password must not be empty")
             password_hash = hash_password(password)
-        import sqlite3
         try:
             self.db.execute("INSERT INTO accounts (username, password_hash, created) VALUES (?, ?, ?)",
                             (username, password_hash, time.time()))
-        except sqlite3.IntegrityError:
+        except self.db.IntegrityError:
             raise AccountError(f"account {username!r} already exists")
         return username
 

@@ -41,6 +41,8 @@ def error_condition(exc):
     """The stanza error condition for a failed database call (full disk -> resource-constraint)."""
     if isinstance(exc, StorageError):
         return exc.condition
+    if getattr(exc, "sqlstate", None) in ("53100", "53200"):    # PostgreSQL disk full, out of memory
+        return "resource-constraint"
     code = getattr(exc, "sqlite_errorcode", None)
     if code == getattr(sqlite3, "SQLITE_FULL", 13) or "full" in str(exc).lower():
         return "resource-constraint"
@@ -64,6 +66,9 @@ def _check_access(path):
 
 class Database:
     """A checked, migrated SQLite connection (``check_same_thread=False``, used by one thread at a time)."""
+
+    backend = "sqlite"
+    IntegrityError = sqlite3.IntegrityError
 
     def __init__(self, path, synchronous=None, check=True):
         self.path = path
@@ -110,6 +115,14 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         self.migrated_from = migrations.migrate(conn)
         self.version = migrations.current_version(conn)
+
+    def data_version(self):
+        """A counter that changes when another connection commits (cheap change polling)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def tables(self):
+        return [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
 
     def execute_script(self, sql):
         self.conn.executescript(sql)

@@ -22,8 +22,9 @@ log = Logger(namespace="xmppd.storage")
 
 
 class Writer:
-    def __init__(self, path, inline_db, synchronous=None):
+    def __init__(self, path, inline_db, synchronous=None, opener=None):
         self.path = path
+        self.opener = opener     # () -> the thread's connection (default: SQLite at ``path``)
         self.inline_db = inline_db
         self.synchronous = synchronous
         self._pool = None
@@ -65,7 +66,8 @@ class Writer:
 
     def _call(self, fn, args, kwargs):
         if self._db is None:
-            self._db = Database(self.path, self.synchronous, check=False)
+            self._db = self.opener() if self.opener is not None else \
+                Database(self.path, self.synchronous, check=False)
         return fn(self._db, *args, **kwargs)
 
     def stop(self):
