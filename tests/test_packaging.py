@@ -144,7 +144,8 @@ def test_pip_install_makes_twistd_xmppd_available(tmp_path, editable):
         installed = [f for f in files if not f.startswith(("../", "xmppd-"))
                      and "__pycache__" not in f]
         assert installed, files
-        assert all(f.startswith("xmppd/") or f == "twisted/plugins/xmppd_plugin.py"
+        assert all(f.startswith("xmppd/") or f in ("twisted/plugins/xmppd_plugin.py",
+                                                   "twisted/plugins/xmppd_muc_plugin.py")
                    for f in installed), installed
         assert "twisted/__init__.py" not in files and "twisted/plugins/__init__.py" not in files
 

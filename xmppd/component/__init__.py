@@ -21,3 +21,17 @@ NS_STREAMS = "http://etherx.jabber.org/streams"
 def handshake_digest(stream_id, secret):
     """The handshake value of XEP-0114 §3: lower-case hex SHA-1 of id + secret."""
     return hashlib.sha1((stream_id + secret).encode("utf-8")).hexdigest()
+
+
+def rehome(el):
+    """Move a stanza read from a component stream into ``jabber:client``, in place.
+
+    The rest of xmppd (and the MUC's serialiser) treats ``jabber:client`` as
+    the stanza namespace; children that inherited the component stream's
+    default namespace would otherwise be written out with
+    ``xmlns='jabber:component:accept'``, which clients do not understand.
+    """
+    el.uri = el.defaultUri = "jabber:client"
+    for c in el.elements():
+        if c.uri == NS_COMPONENT:
+            rehome(c)

@@ -28,12 +28,11 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 
 from xmppd import jid as jidlib
-from xmppd.component import NS_COMPONENT, NS_STREAMS, handshake_digest
+from xmppd.component import NS_COMPONENT, NS_STREAMS, handshake_digest, rehome
 from xmppd.stream import limits
 from xmppd.stream.redact import redact
 from xmppd.stream.serialize import to_bytes
 
-NS_CLIENT = "jabber:client"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 STANZAS = frozenset(("message", "presence", "iq"))
 CLOSE_GRACE = 10.0
@@ -43,19 +42,6 @@ log = Logger(namespace="xmppd.component")
 
 def _reject_restricted(*args):
     raise domish.ParserError("restricted-xml")
-
-
-def _to_client_ns(el):
-    """Re-home a component stanza in jabber:client, the namespace the rest of the server uses.
-
-    Children that inherited the stream's default namespace carry
-    ``jabber:component:accept`` as their URI; left alone they would be
-    written to clients with that xmlns.
-    """
-    el.uri = el.defaultUri = NS_CLIENT
-    for c in el.elements():
-        if c.uri == NS_COMPONENT:
-            _to_client_ns(c)
 
 
 class Offline:
@@ -227,7 +213,7 @@ class ComponentStream(protocol.Protocol):
         if j is None or j.host != self.domain:
             self.stream_error("invalid-from", f"'from' must be at {self.domain}")
             return
-        _to_client_ns(el)
+        rehome(el)
         try:
             self.router.route(el)
         except Exception:

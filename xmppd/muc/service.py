@@ -500,13 +500,31 @@ def _result(stanza):
 
 
 def make_component(router, cfg, store):
-    comp = component.InternalComponent(router, cfg.muc_domain)
+    """The MUC built in: a wokkel InternalComponent on xmppd's router."""
+    return _assemble(component.InternalComponent(router, cfg.muc_domain), router, cfg, store)
+
+
+def make_external(cfg, store, host, port, secret):
+    """The same MUC as an XEP-0114 component of the server at ``host:port`` (``xmppd-muc``).
+
+    :class:`xmppd.component.link.ComponentLink` stands in for the router;
+    it is added after the MUC handler so it sees the stream first.
+    """
+    from xmppd.component.link import ComponentLink, MUCComponent
+    link = ComponentLink()
+    comp = MUCComponent(host, port, cfg.muc_domain, secret)
+    return _assemble(comp, link, cfg, store, link)
+
+
+def _assemble(comp, router, cfg, store, link=None):
     svc = MUCService(router, cfg, store)
     # Registered now, i.e. before the runner's own "stop the services" trigger, so the
     # 332 presences go out while the c2s streams are still open (§11.2).
     from twisted.internet import reactor
     reactor.addSystemEventTrigger("before", "shutdown", svc.shutdown)
     svc.setHandlerParent(comp)
+    if link is not None:
+        link.setHandlerParent(comp)
     disco.DiscoHandler().setHandlerParent(comp)
     generic.FallbackHandler().setHandlerParent(comp)
     comp.muc = svc
