@@ -294,3 +294,96 @@ def test_server_still_serves_new_clients_after_fuzzing(fuzz):
         assert ping(c).get("type") == "result"
     finally:
         c.close()
+
+
+# -- the XEP-0114 component stream (xmppd.component.server) ----------------------------------
+
+FUZZ_COMPONENT = "fuzzbot.localhost"
+FUZZ_SECRET = "fuzz-secret"
+
+
+def _component_from(item):
+    """Give a client-corpus stanza a 'from' at the component's domain (bytes or str)."""
+    data = item if isinstance(item, bytes) else item.encode("utf-8")
+    return re.sub(rb"^<(message|presence|iq)\b", rb"<\1 from='x@" + FUZZ_COMPONENT.encode() + rb"/r'",
+                  data, count=1)
+
+
+component_stanzas = st.one_of(st.sampled_from(CORPUS), attr_mutation(), generated_stanza(),
+                              byte_mutation()).map(_component_from)
+
+
+@pytest.fixture(scope="module")
+def component_fuzz(tmp_path_factory):
+    srv = start_server(tmp_path_factory, "--insecure-auth", config=(
+        "max_stanza_size = 65536\ncomponent_port = 0\n"
+        f"[[components]]\ndomain = '{FUZZ_COMPONENT}'\nsecret = '{FUZZ_SECRET}'\n"))
+    srv.component_port = int(srv.wait_for_log(r"component listening on \S+:(\d+)")[1])
+    f = Fuzz(srv)
+    yield f
+    f.checker.close()
+    log = srv.log()
+    srv.stop()
+    print(f"\ncomponent fuzz: {f.batches} batches, {f.stanzas} stanzas, "
+          f"{f.stream_errors} stream errors")
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
+
+
+def _component_login(port):
+    """Handshake as the fuzz component; retried while the previous batch's link is going away."""
+    import hashlib
+    deadline = time.monotonic() + 5
+    while True:
+        c = Raw(port, timeout=5)
+        c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+               f"xmlns:stream='http://etherx.jabber.org/streams' to='{FUZZ_COMPONENT}'>")
+        while c.header is None:
+            c._pump(time.monotonic() + 5)
+        sid = c.header.get("id")
+        c.send("<handshake>%s</handshake>" % hashlib.sha1((sid + FUZZ_SECRET).encode()).hexdigest())
+        el = c.next()
+        if el.tag.endswith("handshake"):
+            return c
+        c.close()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"component handshake refused: {c.raw!r}")
+        time.sleep(0.05)
+
+
+def _run_component_batch(fuzz, items):
+    c = _component_login(fuzz.server.component_port)
+    try:
+        for data in items:
+            try:
+                c.send(data)
+            except OSError:
+                break
+            fuzz.stanzas += 1
+        try:
+            c.send(f"<iq type='get' from='{FUZZ_COMPONENT}' to='localhost' id='after-batch'>"
+                   "<ping xmlns='urn:xmpp:ping'/></iq>")
+            while c.next().get("id") != "after-batch":
+                pass
+        except (StreamClosed, OSError, AssertionError):
+            pass
+        except ET.ParseError:
+            _assert_well_formed(c.raw)
+        if b"<stream:error>" in c.raw:
+            fuzz.stream_errors += 1
+            tail = c.raw[c.raw.rindex(b"<stream:error>"):]
+            assert tail.endswith(b"</stream:stream>"), tail[:300]
+    finally:
+        c.close()
+    fuzz.batches += 1
+    assert fuzz.server.returncode is None, fuzz.server.log()[-3000:]
+    assert ping(fuzz.checker).get("type") == "result"
+
+
+def test_fuzz_component_stream(component_fuzz):
+    test = given(st.lists(component_stanzas, min_size=1, max_size=6))(
+        lambda items: _run_component_batch(component_fuzz, items))
+    test = _settings()(test)
+    if SEED is not None:
+        test = seed(int(SEED))(test)
+    test()
+    assert component_fuzz.batches >= EXAMPLES // 2
