@@ -13,6 +13,7 @@ from test_c2s_raw import C, stanza_error
 from test_durability import MUC, MUC_ADMIN, MUC_OWNER, form, iq, join, ok
 from test_offline import login, sync
 from test_storage_failures import file_size_limit
+from pgserver import backend, pg_cluster, pg_dsn  # noqa: F401 (fixtures: both storage backends)
 
 ROOM = "kept@conference.localhost"
 MUC_USER = MUC + "#user"
@@ -51,7 +52,10 @@ def describe(el):
     return tag
 
 
-def test_pipelined_requests_are_answered_in_order_after_the_commit(xmppd_server):
+def test_pipelined_requests_are_answered_in_order_after_the_commit(xmppd_server_factory, backend,
+                                                                   tmp_path):
+    xmppd_server = xmppd_server_factory(*backend.server_args(tmp_path / "d"), data_dir=tmp_path / "d")
+    backend.check_used(xmppd_server)
     owner = persistent_room(xmppd_server)
     owner.send(f"<iq type='set' to='{ROOM}' id='aff'><query xmlns='{MUC_ADMIN}'>"
                f"<item jid='someone@localhost' affiliation='member'/></query></iq>"
