@@ -45,6 +45,7 @@ class Config:
     limits_exempt: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # per-IP limits skip these
     max_resources_per_account: int = 16
     max_offline_messages: int = 100
+    max_blocklist_items: int = 1000     # JIDs one account may block (XEP-0191)
     muc_max_history: int = 50
     muc_default_history: int = 20
     muc_max_rooms_per_creator: int = 0  # 0 = unlimited

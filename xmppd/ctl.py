@@ -27,6 +27,7 @@ from xmppd import config as configmod
 from xmppd.storage.accounts import AccountError, AccountStore
 from xmppd import storage
 from xmppd.storage.db import StorageError
+from xmppd.storage.blocklist import BlocklistStore
 from xmppd.storage.offline import OfflineStore
 from xmppd.storage.rooms import RoomStore
 
@@ -238,6 +239,7 @@ def main(argv=None):
         elif args.command == "deluser":
             accounts.delete(user)
             OfflineStore(db, cfg).delete_account(user)
+            BlocklistStore(db, cfg).delete_account(user)
             print(f"deleted {user}@{cfg.domain}")
         return 0
     except (AccountError, StorageError) as e:

@@ -133,7 +133,8 @@ class ServerServices:
 def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
-    from xmppd.services import admin_requests, offline
+    from xmppd.services import admin_requests, blocking, offline
     offline.install(router, cfg, store)
+    blocking.install(router, cfg, store)
     admin_requests.install(router, cfg, store)
     return services

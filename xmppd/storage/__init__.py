@@ -7,6 +7,7 @@ can provide the same objects without touching the MUC or c2s code:
 * ``storage.accounts`` -- :class:`xmppd.storage.accounts.AccountStore`
 * ``storage.rooms``    -- :class:`xmppd.storage.rooms.RoomStore`
 * ``storage.offline``  -- :class:`xmppd.storage.offline.OfflineStore`
+* ``storage.blocklist`` -- :class:`xmppd.storage.blocklist.BlocklistStore` (XEP-0191)
 
 Contract for every backend: a write method returns a Deferred that fires
 once its change is committed (so the caller acknowledges it to a client only
@@ -59,6 +60,7 @@ class Storage(service.Service):
         self.accounts = accounts
         self.rooms = rooms
         self.offline = offline
+        self.blocklist = None        # set by the backend (XEP-0191 blocklists)
         self.lock = lock
         self.request_handlers = {}   # command -> fn(arg)
         self._poller = None
@@ -201,5 +203,8 @@ def open_storage(cfg):
         from xmppd.storage.postgresql import PgDatabase
         opener = lambda: PgDatabase(cfg.storage_dsn, check=False)  # noqa: E731
     writer = Writer(db.path, db, opener=opener)
-    return Storage(db, AsyncAccountStore(db, cfg, writer), AsyncRoomStore(db, cfg, writer),
-                   AsyncOfflineStore(db, cfg, writer), lock, writer)
+    storage = Storage(db, AsyncAccountStore(db, cfg, writer), AsyncRoomStore(db, cfg, writer),
+                      AsyncOfflineStore(db, cfg, writer), lock, writer)
+    from xmppd.storage.blocklist import AsyncBlocklistStore
+    storage.blocklist = AsyncBlocklistStore(db, cfg, writer)
+    return storage

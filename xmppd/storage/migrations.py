@@ -71,12 +71,23 @@ def _v4_admin_requests(conn):
         )""")
 
 
+def _v5_blocklist(conn):
+    """Blocked JIDs per account (XEP-0191), one row per (account, normalised JID)."""
+    conn.execute("""
+        CREATE TABLE blocklist (
+            username TEXT NOT NULL,
+            jid      TEXT NOT NULL,
+            PRIMARY KEY (username, jid)
+        )""")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
     (2, "offline messages", _v2_offline),
     (3, "index on reserved nicks", _v3_reserved_nick_index),
     (4, "admin requests queue", _v4_admin_requests),
+    (5, "blocklist", _v5_blocklist),
 ]
 LATEST = MIGRATIONS[-1][0]
 

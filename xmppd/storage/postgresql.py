@@ -81,6 +81,12 @@ MIGRATIONS = [
             arg TEXT NOT NULL,
             created DOUBLE PRECISION NOT NULL)""",
     ]),
+    (5, "blocklist", [
+        """CREATE TABLE blocklist (
+            username TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            PRIMARY KEY (username, jid))""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 
