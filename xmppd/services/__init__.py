@@ -133,8 +133,9 @@ class ServerServices:
 def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
-    from xmppd.services import admin_requests, blocking, offline
+    from xmppd.services import admin_requests, blocking, carbons, offline
     offline.install(router, cfg, store)
     blocking.install(router, cfg, store)
+    carbons.install(router, cfg)
     admin_requests.install(router, cfg, store)
     return services
