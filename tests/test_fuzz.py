@@ -81,15 +81,30 @@ CORPUS = [
     f"<presence to='{ROOM}/fuzzer' type='unavailable'/>",
     "<iq type='set' id='c1' to='conference.localhost'><command xmlns='http://jabber.org/protocol/commands' "
     "node='http://prosody.im/protocol/muc#destroy' action='execute'/></iq>",
+    # XEP-0191 blocking, XEP-0280 carbons
+    "<iq type='get' id='bl1'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
+    "<iq type='set' id='bl2'><block xmlns='urn:xmpp:blocking'><item jid='other@localhost'/>"
+    "<item jid='x.example'/></block></iq>",
+    "<iq type='set' id='bl3'><unblock xmlns='urn:xmpp:blocking'><item jid='other@localhost'/></unblock></iq>",
+    "<iq type='set' id='bl4' to='other@localhost'><unblock xmlns='urn:xmpp:blocking'/></iq>",
+    "<iq type='set' id='cb1'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    "<iq type='set' id='cb2' to='other@localhost'><disable xmlns='urn:xmpp:carbons:2'/></iq>",
+    "<message to='other@localhost/r' type='chat'><body>p</body><private xmlns='urn:xmpp:carbons:2'/>"
+    "<no-copy xmlns='urn:xmpp:hints'/></message>",
+    "<message to='fuzzer@localhost/r' type='chat'><received xmlns='urn:xmpp:carbons:2'>"
+    "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'><body>f</body></message>"
+    "</forwarded></received></message>",
 ]
 
 NAMES = ["message", "presence", "iq", "body", "query", "x", "item", "error", "field", "value",
-         "subject", "destroy", "invite", "history", "ping", "show", "priority", "a"]
+         "subject", "destroy", "invite", "history", "ping", "show", "priority", "a",
+         "block", "unblock", "blocklist", "enable", "disable", "private", "forwarded"]
 NAMESPACES = ["", "jabber:client", "urn:xmpp:ping", "http://jabber.org/protocol/muc",
               "http://jabber.org/protocol/muc#user", "http://jabber.org/protocol/muc#admin",
               "http://jabber.org/protocol/muc#owner", "jabber:x:data", "jabber:iq:register",
               "http://jabber.org/protocol/disco#info", "urn:ietf:params:xml:ns:xmpp-stanzas",
-              "http://etherx.jabber.org/streams", "urn:x"]
+              "http://etherx.jabber.org/streams", "urn:x", "urn:xmpp:blocking",
+              "urn:xmpp:carbons:2", "urn:xmpp:forward:0"]
 ATTRS = ["to", "from", "type", "id", "xml:lang", "jid", "nick", "role", "affiliation", "var",
          "maxstanzas", "maxchars", "seconds", "since", "code", "node", "action"]
 VALUES = ["", "get", "set", "result", "error", "groupchat", "chat", "headline", "normal",
