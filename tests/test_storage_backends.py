@@ -262,3 +262,19 @@ def test_json_config_survives_unicode_on_both(db):
     rooms.save_room(ROOM, config, {}, {})
     assert rooms.load_all()[0]["config"] == config
     assert json.loads(db.query("SELECT config FROM muc_rooms")[0][0]) == config
+
+
+def test_blocklist(db):
+    from xmppd.storage.blocklist import BlocklistStore
+    bl = BlocklistStore(db, Config())
+    assert bl.load_all() == {}
+    bl.add("alice", ["bob@localhost", "x.example"])
+    bl.add("alice", ["bob@localhost"])            # again: no duplicate, no error
+    bl.add("carol", ["dave@localhost/r"])
+    assert bl.load_all() == {"alice": {"bob@localhost", "x.example"}, "carol": {"dave@localhost/r"}}
+    bl.remove("alice", ["x.example", "never@listed"])
+    assert bl.get("alice") == {"bob@localhost"}
+    bl.delete_account("alice")
+    assert bl.load_all() == {"carol": {"dave@localhost/r"}}
+    bl.remove("carol")
+    assert bl.load_all() == {}
