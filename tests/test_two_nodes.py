@@ -10,6 +10,7 @@ import signal
 
 from pgserver import Backend, pg_cluster, pg_dsn  # noqa: F401 (fixtures)
 from test_c2s_raw import C, stanza_error
+from test_ctl import ctl
 from test_durability import (DISCO_INFO, MUC, MUC_ADMIN, MUC_OWNER, REGISTER, affiliation_list,
                              form, iq, join, login, ok, set_affiliation, wait_for)
 from test_muc_component import MUC_DOMAIN, SECRET, start_muc
@@ -108,6 +109,14 @@ secret = "{SECRET}"
         alice.send(f"<message to='{ROOM}' type='groupchat' id='back'><body>back!</body></message>")
         got = wait_for(bob, lambda el: el.tag == f"{C}message" and el.findtext(f"{C}body") == "back!")
         assert got.get("from") == f"{ROOM}/Ally"
+
+        # xmppdctl on the shared database: the MUC node (not the c2s node) destroys the live room
+        r = ctl(muc_dir, "--config", str(muc_dir / "muc.toml"), "room-destroy", ROOM)
+        assert r.returncode == 0, r.stderr
+        gone = wait_for(alice, lambda el: el.tag == f"{C}presence" and el.get("type") == "unavailable"
+                        and el.find(f"{{{MUC}#user}}x/{{{MUC}#user}}destroy") is not None, timeout=10)
+        assert gone.get("from") == f"{ROOM}/Ally"
+        assert not [r for r in RoomStore(db, Config()).load_all() if r["jid"] == ROOM]
     finally:
         for c in clients:
             c.close()

@@ -90,7 +90,10 @@ def makeService(options):
         root = service.MultiService()
         store = storage.open_storage(cfg)
         store.setServiceParent(root)
-        make_external(cfg, store, options.host, options.port, options.secret).setServiceParent(root)
+        comp = make_external(cfg, store, options.host, options.port, options.secret)
+        comp.setServiceParent(root)
+        from xmppd.services.admin_requests import install_room_destroy
+        install_room_destroy(store, lambda: comp.muc)      # xmppdctl room-destroy
         return ServerService(root)
     except configmod.ConfigError as e:
         fail(str(e), EX_CONFIG)

@@ -11,12 +11,19 @@ log = Logger(namespace="xmppd.admin")
 
 
 def install(router, cfg, store):
+    if any(c["domain"] == cfg.muc_domain for c in getattr(cfg, "components", ())):
+        return        # the MUC is an xmppd-muc process: it serves room-destroy itself
+    install_room_destroy(store, lambda: getattr(router, "muc", None))
+
+
+def install_room_destroy(store, get_muc):
+    """Serve ``room-destroy`` requests with the live rooms of ``get_muc()`` (a MUCService)."""
     handlers = getattr(store, "request_handlers", None)
     if handlers is None:
         return
 
     def room_destroy(room_jid):
-        muc = getattr(router, "muc", None)
+        muc = get_muc()
         room = muc.rooms.get(room_jid) if muc is not None else None
         if room is None:
             return

@@ -106,15 +106,16 @@ class Storage(service.Service):
             for req_id, command, arg in rows:
                 if req_id in self._handled:
                     continue
+                handler = self.request_handlers.get(command)
+                if handler is None:
+                    # another process on the same database may serve it (an xmppd-muc
+                    # node destroys rooms); the queue is cleared at start-up
+                    continue
                 self._handled.add(req_id)
                 d = self._write(lambda db, i: db.execute("DELETE FROM admin_requests WHERE id = ?",
                                                          (i,)), req_id)
                 d.addErrback(lambda f: log.failure("storage: could not delete an admin request", f))
                 d.addBoth(lambda _, i=req_id: self._handled.discard(i))
-                handler = self.request_handlers.get(command)
-                if handler is None:
-                    log.warn("storage: ignoring unknown admin request {cmd}", cmd=command)
-                    continue
                 try:
                     handler(arg)
                 except Exception:
