@@ -57,14 +57,22 @@ def test_errors_are_reported_with_nonzero_exit(tmp_path):
     assert r.returncode == 1 and "no_such_key" in r.stderr
 
 
-def test_passwords_are_stored_as_salted_hashes(tmp_path):
+def test_passwords_are_stored_as_salted_scram_keys(tmp_path):
     ctl(tmp_path, "adduser", "frank", password="plaintext-marker")
     ctl(tmp_path, "adduser", "grace", password="plaintext-marker")
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("xmppd.sqlite3*"))
     assert b"plaintext-marker" not in raw
-    rows = dict(sqlite3.connect(tmp_path / "xmppd.sqlite3").execute(
-        "SELECT username, password_hash FROM accounts"))
-    assert rows["frank"].startswith("scrypt$") and rows["frank"] != rows["grace"]
+    rows = {r[0]: r[1:] for r in sqlite3.connect(tmp_path / "xmppd.sqlite3").execute(
+        "SELECT username, password_hash, scram_salt, scram_iterations, sha1_stored_key,"
+        " sha256_stored_key, sha256_server_key FROM accounts")}
+    frank, grace = rows["frank"], rows["grace"]
+    assert frank[0] == "" and frank[2] == 10000 and len(frank[1]) == 16
+    assert len(frank[3]) == 20 and len(frank[4]) == 32 and len(frank[5]) == 32
+    assert all(a != b for a, b in zip(frank[1:], grace[1:]) if not isinstance(a, int))
+    ctl(tmp_path, "passwd", "frank", password="another")
+    changed = sqlite3.connect(tmp_path / "xmppd.sqlite3").execute(
+        "SELECT scram_salt, sha256_stored_key FROM accounts WHERE username = 'frank'").fetchone()
+    assert changed[0] != frank[1] and changed[1] != frank[4]
 
 
 def test_hash_helpers():

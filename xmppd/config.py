@@ -42,6 +42,7 @@ class Config:
     max_auth_failures_per_account: int = 5   # in auth_failure_window -> temporary-auth-failure
     max_auth_failures_per_ip: int = 20
     auth_failure_window: int = 300      # seconds; 0 = no login throttling
+    scram_iterations: int = 10000       # PBKDF2 rounds for new SCRAM keys (RFC 5802), 4096..10000000
     limits_exempt: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # per-IP limits skip these
     max_resources_per_account: int = 16
     max_offline_messages: int = 100
@@ -215,6 +216,9 @@ def _validate(cfg):
             low = 1 if name in _POSITIVE else 0
             if getattr(cfg, name) < low:
                 raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")
+    if not 4096 <= cfg.scram_iterations <= 10_000_000:
+        raise ConfigError("config key 'scram_iterations' must be between 4096 (RFC 7677) and"
+                          f" 10000000, not {cfg.scram_iterations}")
     for net in cfg.limits_exempt:
         try:
             ipaddress.ip_network(net, strict=False)

@@ -1,9 +1,11 @@
-"""Local accounts: username -> salted scrypt password hash (never the password).
+"""Local accounts: username -> SCRAM credentials (never the password).
 
-The hash string carries its parameters (``scrypt$n$r$p$salt$hash``, base64
-parts) so the cost can be raised later without breaking stored accounts.
-Hashing is CPU-heavy (~tens of ms) and releases the GIL, so the server calls
-:func:`hash_password` / :func:`verify_password` in a thread pool; its
+Each account stores a salt, an iteration count and StoredKey/ServerKey for
+SHA-1 and SHA-256 (:mod:`xmppd.auth.credentials`, schema version 5).
+Accounts created before that keep a salted scrypt hash in
+``password_hash`` (``scrypt$n$r$p$salt$hash``) until their next PLAIN login
+upgrades them; :func:`verify_password` checks those. Key derivation is
+CPU-heavy and releases the GIL, so the server runs it in a thread pool; its
 lookups (one indexed row) stay on the reactor's connection and its writes
 go to the writer thread (:class:`AsyncAccountStore`).
 """
@@ -79,12 +81,48 @@ def prepare_username(username):
     return prepared
 
 
+_CRED_COLUMNS = ("scram_salt, scram_iterations, sha1_stored_key, sha1_server_key, "
+                 "sha256_stored_key, sha256_server_key")
+
+
+def _cred_values(creds):
+    return (creds.salt, creds.iterations) + creds.keys["SHA-1"] + creds.keys["SHA-256"]
+
+
 class AccountStore:
     """Accounts in the shared SQLite database (synchronous, short statements)."""
 
     def __init__(self, db, cfg):
         self.db = db
         self.cfg = cfg
+
+    def _derive(self, password):
+        from xmppd.auth.credentials import CredentialError, derive
+        try:
+            return derive(password, getattr(self.cfg, "scram_iterations", 10_000))
+        except CredentialError as e:
+            raise AccountError(str(e))
+
+    def get_credentials(self, username):
+        """(Credentials or None, legacy scrypt hash or None); (None, None) for an unknown user."""
+        rows = self.db.query(f"SELECT password_hash, {_CRED_COLUMNS} FROM accounts WHERE username = ?",
+                             (username,))
+        if not rows:
+            return None, None
+        legacy, salt, iterations, s1, k1, s256, k256 = rows[0]
+        if salt is None:
+            return None, legacy or None
+        from xmppd.auth.credentials import Credentials
+        return Credentials(bytes(salt), iterations,
+                           {"SHA-1": (bytes(s1), bytes(k1)), "SHA-256": (bytes(s256), bytes(k256))}), None
+
+    def set_credentials(self, username, creds):
+        """Store new SCRAM keys (password change, scrypt upgrade); drops the scrypt hash."""
+        cur = self.db.execute(f"UPDATE accounts SET password_hash = '', ({_CRED_COLUMNS}) = "
+                              "(?, ?, ?, ?, ?, ?) WHERE username = ?",
+                              _cred_values(creds) + (username,))
+        if cur.rowcount == 0:
+            raise AccountError(f"no account {username!r}")
 
     def exists(self, username):
         return bool(self.db.query("SELECT 1 FROM accounts WHERE username = ?", (username,)))
@@ -97,28 +135,34 @@ class AccountStore:
     def list(self):
         return [r[0] for r in self.db.query("SELECT username FROM accounts ORDER BY username")]
 
-    def create(self, username, password, password_hash=None):
-        """Create an account; AccountError if it exists. ``password_hash`` skips hashing."""
+    def create(self, username, password, password_hash=None, credentials=None):
+        """Create an account; AccountError if it exists.
+
+        ``credentials`` (SCRAM keys derived elsewhere, e.g. in a thread) skips
+        the derivation; ``password_hash`` stores a legacy scrypt hash (tests of
+        the upgrade path only).
+        """
         username = prepare_username(username)
-        if password_hash is None:
+        if password_hash is None and credentials is None:
             if not password:
                 raise AccountError("the password must not be empty")
-            password_hash = hash_password(password)
+            credentials = self._derive(password)
+        values = _cred_values(credentials) if credentials is not None else (None,) * 6
         try:
-            self.db.execute("INSERT INTO accounts (username, password_hash, created) VALUES (?, ?, ?)",
-                            (username, password_hash, time.time()))
+            self.db.execute(f"INSERT INTO accounts (username, password_hash, created, {_CRED_COLUMNS}) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (username, password_hash or "", time.time()) + values)
         except self.db.IntegrityError:
             raise AccountError(f"account {username!r} already exists")
         return username
 
-    def passwd(self, username, password):
+    def passwd(self, username, password, credentials=None):
         username = prepare_username(username)
-        if not password:
-            raise AccountError("the password must not be empty")
-        cur = self.db.execute("UPDATE accounts SET password_hash = ? WHERE username = ?",
-                              (hash_password(password), username))
-        if cur.rowcount == 0:
-            raise AccountError(f"no account {username!r}")
+        if credentials is None:
+            if not password:
+                raise AccountError("the password must not be empty")
+            credentials = self._derive(password)
+        self.set_credentials(username, credentials)
 
     def delete(self, username):
         username = prepare_username(username)
@@ -127,31 +171,38 @@ class AccountStore:
             raise AccountError(f"no account {username!r}")
 
     def check(self, username, password):
-        """True if ``username`` exists and ``password`` matches (constant time)."""
-        stored = self.get_hash(username)
-        ok = verify_password(stored or dummy_hash(), password)
-        return ok and stored is not None
+        """True if ``username`` exists and ``password`` matches (constant time; for tools and tests)."""
+        from xmppd.auth.credentials import verify_plain
+        creds, legacy = self.get_credentials(username)
+        if creds is not None:
+            return verify_plain(creds, password)
+        ok = verify_password(legacy or dummy_hash(), password)
+        return ok and legacy is not None
 
 
 class AsyncAccountStore(AccountStore):
     """The server's account store: lookups on the reactor's connection (one indexed row,
     never blocked by the writer in WAL mode), writes on the writer thread.
 
-    ``create``, ``passwd`` and ``delete`` return Deferreds that fire once
-    committed (or fail with AccountError / the database error). Pass
-    ``password_hash`` to ``create``: hashing on the writer thread would
-    hold up every other write.
+    ``create``, ``passwd``, ``set_credentials`` and ``delete`` return
+    Deferreds that fire once committed (or fail with AccountError / the
+    database error). Pass ``credentials`` to ``create``/``passwd``: deriving
+    keys on the writer thread would hold up every other write.
     """
 
     def __init__(self, db, cfg, writer):
         super().__init__(db, cfg)
         self.writer = writer
 
-    def create(self, username, password, password_hash=None):
-        return self.writer.run(lambda db: AccountStore(db, self.cfg).create(username, password, password_hash))
+    def create(self, username, password, password_hash=None, credentials=None):
+        return self.writer.run(lambda db: AccountStore(db, self.cfg).create(
+            username, password, password_hash, credentials))
 
-    def passwd(self, username, password):
-        return self.writer.run(lambda db: AccountStore(db, self.cfg).passwd(username, password))
+    def passwd(self, username, password, credentials=None):
+        return self.writer.run(lambda db: AccountStore(db, self.cfg).passwd(username, password, credentials))
+
+    def set_credentials(self, username, creds):
+        return self.writer.run(lambda db: AccountStore(db, self.cfg).set_credentials(username, creds))
 
     def delete(self, username):
         return self.writer.run(lambda db: AccountStore(db, self.cfg).delete(username))

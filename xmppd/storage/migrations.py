@@ -81,6 +81,17 @@ def _v5_blocklist(conn):
         )""")
 
 
+def _v6_scram(conn):
+    """SCRAM credentials per account (RFC 5802): salt, iteration count, StoredKey and
+    ServerKey for SHA-1 and SHA-256. Accounts from earlier versions keep their scrypt
+    ``password_hash`` (these columns NULL) until their next PLAIN login upgrades them;
+    an account with SCRAM keys has an empty ``password_hash``."""
+    for column in ("scram_salt BLOB", "scram_iterations INTEGER",
+                   "sha1_stored_key BLOB", "sha1_server_key BLOB",
+                   "sha256_stored_key BLOB", "sha256_server_key BLOB"):
+        conn.execute(f"ALTER TABLE accounts ADD COLUMN {column}")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
@@ -88,6 +99,7 @@ MIGRATIONS = [
     (3, "index on reserved nicks", _v3_reserved_nick_index),
     (4, "admin requests queue", _v4_admin_requests),
     (5, "blocklist", _v5_blocklist),
+    (6, "SCRAM credentials for accounts", _v6_scram),
 ]
 LATEST = MIGRATIONS[-1][0]
 

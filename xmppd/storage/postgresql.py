@@ -87,6 +87,12 @@ MIGRATIONS = [
             jid TEXT NOT NULL,
             PRIMARY KEY (username, jid))""",
     ]),
+    (6, "SCRAM credentials for accounts", [
+        f"ALTER TABLE accounts ADD COLUMN {column}"
+        for column in ("scram_salt BYTEA", "scram_iterations INTEGER",
+                       "sha1_stored_key BYTEA", "sha1_server_key BYTEA",
+                       "sha256_stored_key BYTEA", "sha256_server_key BYTEA")
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -6,30 +6,29 @@ router delivers to once a resource is bound (``full``, ``bare``,
 and one transport write.
 
 Negotiation (:class:`C2SAuthenticator`): header -> features -> STARTTLS ->
-restart -> SASL PLAIN -> restart -> bind (+ optional session). Elements are
+restart -> SASL (:mod:`xmppd.auth` runs the mechanisms) -> restart -> bind
+(+ optional session). Elements are
 dispatched by (namespace, name) through dicts, never through xpath
 observers, and the parser is hardened against DTDs, entities, comments,
 processing instructions and oversized stanzas (RFC 6120 §11.1).
 """
+import base64
 import itertools
-import os
 import re
 import secrets
 
 from twisted.application import service
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import protocol, reactor
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.jid import resourceprep
 from twisted.words.xish import domish
 
 from xmppd.jid import parse_or_none
 from xmppd.router import NS_CLIENT, SUBSCRIPTION_TYPES, error_reply, result_reply
-from xmppd.storage.accounts import AccountError, dummy_hash, hash_password, verify_password
+from xmppd.auth.sasl import NS_SASL, AuthService, SASLFailure
 from xmppd.stream import limits
 from xmppd.stream.redact import redact
-from xmppd.stream import sasl as saslmod
 from xmppd.stream import tls as tlsmod
 from xmppd.stream.serialize import to_bytes
 
@@ -38,7 +37,6 @@ log = Logger(namespace="xmppd.c2s")
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
-NS_SASL = saslmod.NS_SASL
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 XML_LANG = ("http://www.w3.org/XML/1998/namespace", "lang")
@@ -51,8 +49,6 @@ _LANG_RE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
 # Pre-serialised protocol snippets (sent verbatim, never built per stream).
 _STARTTLS = "<starttls xmlns='%s'/>" % NS_TLS
 _STARTTLS_REQUIRED = "<starttls xmlns='%s'><required/></starttls>" % NS_TLS
-_MECHANISMS = ("<mechanisms xmlns='%s'>%s</mechanisms>"
-               % (NS_SASL, "".join(f"<mechanism>{m}</mechanism>" for m in saslmod.MECHANISMS)))
 _BIND_FEATURES = (b"<stream:features><bind xmlns='" + NS_BIND.encode() + b"'/>"
                   b"<session xmlns='" + NS_SESSION.encode() + b"'><optional/></session>"
                   b"</stream:features>")
@@ -60,6 +56,8 @@ _PROCEED = ("<proceed xmlns='%s'/>" % NS_TLS).encode()
 _TLS_FAILURE = ("<failure xmlns='%s'/>" % NS_TLS).encode()
 _SUCCESS = ("<success xmlns='%s'/>" % NS_SASL).encode()
 _CHALLENGE = ("<challenge xmlns='%s'/>" % NS_SASL).encode()
+_SUCCESS_DATA = "<success xmlns='%s'>%%s</success>" % NS_SASL
+_CHALLENGE_DATA = "<challenge xmlns='%s'>%%s</challenge>" % NS_SASL
 _FOOTER = b"</stream:stream>"
 
 
@@ -68,18 +66,12 @@ def _features(starttls, required, mechanisms):
     if starttls:
         parts.append(_STARTTLS_REQUIRED if required else _STARTTLS)
     if mechanisms:
-        parts.append(_MECHANISMS)
+        parts.append(mechanisms)
     return ("<stream:features>%s</stream:features>" % "".join(parts)).encode()
 
 
 def _sasl_failure(condition):
     return f"<failure xmlns='{NS_SASL}'><{condition}/></failure>".encode()
-
-
-def _check_password(stored, password):
-    """Thread-side password check; unknown users cost the same as wrong passwords."""
-    ok = verify_password(stored or dummy_hash(), password)
-    return ok and stored is not None
 
 
 def _reject_restricted(*args):
@@ -103,8 +95,8 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         self.cfg = service.cfg
         self.tls = False
         self.username = None
-        self.sasl_pending = False   # an <auth/> with no initial response awaits <response/>
-        self.verifying = False      # a password check runs in a thread
+        self.exchange = None        # xmppd.auth.sasl.Exchange, once the client sends <auth/>
+        self.verifying = False      # a SASL step (e.g. a password check in a thread) runs
         self.failures = 0
 
     # -- stream header ------------------------------------------------------
@@ -140,10 +132,14 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         xs.sendHeader()
         xs.write(self.features())
 
+    def tls_conn(self):
+        """The OpenSSL connection under this stream (channel binding), None before TLS."""
+        return self.xmlstream.transport.getHandle() if self.tls else None
+
     def features(self):
         if self.username is not None:
             return _BIND_FEATURES
-        return self.service.features[(self.tls, self.service.encryption_required)]
+        return self.service.features_for(self.tls, self.tls_conn())
 
     # -- elements before the resource is bound --------------------------------
 
@@ -159,14 +155,11 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
             elif uri == NS_SASL:
                 if name == "auth":
                     self.onAuth(el)
-                elif name == "response":
-                    if self.sasl_pending:
-                        self.sasl_pending = False
-                        self.onPlain(str(el))
-                    else:
-                        self.failed("malformed-request")
+                elif name == "response" and self.exchange is not None:
+                    self.step(self.exchange.respond(str(el)))
                 elif name == "abort":
-                    self.sasl_pending = False
+                    if self.exchange is not None:
+                        self.exchange.abort()
                     self.failed("aborted")
                 else:
                     self.failed("malformed-request")
@@ -200,6 +193,7 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         xs.write(_PROCEED)
         xs.transport.startTLS(self.service.tls_factory)
         self.tls = True
+        self.exchange = None        # mechanisms and channel bindings change with TLS
         xs.reset()
 
     def onAuth(self, el):
@@ -207,87 +201,52 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         if not self.tls and self.service.encryption_required:
             self.failed("encryption-required")
             return
-        mechanism = el.attributes.get("mechanism")
-        if mechanism not in saslmod.MECHANISMS:
-            self.failed("invalid-mechanism")
-            return
-        text = str(el)
-        if not text.strip():
-            self.sasl_pending = True
-            xs.write(_CHALLENGE)
-            return
-        self.onPlain(text)
+        if self.exchange is None:
+            self.exchange = self.service.auth.exchange(self.tls_conn(), xs.limited_ip)
+        self.step(self.exchange.start(el.attributes.get("mechanism"), str(el)))
 
-    def onPlain(self, text):
-        try:
-            authzid, username, password = saslmod.decode_plain(text)
-        except saslmod.SASLFailure as e:
-            self.failed(e.condition)
-            return
-        bare = f"{username}@{self.cfg.domain}"
-        if authzid:
-            j = parse_or_none(authzid)
-            if j is None or j.userhost() != bare or j.resource is not None:
-                self.failed("invalid-authzid")
-                return
-        if self.service.auth_throttle.refused(self.xmlstream.limited_ip, username):
-            self.failed("temporary-auth-failure")   # locked out: no password check at all
-            return
-        accounts = self.service.store.accounts
-        stored = accounts.get_hash(username)
+    def step(self, d):
+        """Wait for one SASL step of :mod:`xmppd.auth`; refuse pipelined data meanwhile."""
         self.verifying = True
-        if self.cfg.insecure_auth:
-            if stored is not None:
-                d = defer.succeed(True)
-            else:
-                d = self.service.hash(hash_password, password)
-                d.addCallback(self._createAccount, username)
-        else:
-            d = self.service.hash(_check_password, stored, password)
-        d.addCallback(self._verified, username)
-        d.addErrback(self._verifyError, username)
+        d.addCallbacks(self._stepDone, self._stepFailed)
+        d.addErrback(self._stepError)
 
-    def _createAccount(self, password_hash, username):
-        """Create the account; SASL success is sent only once it is committed."""
-        d = defer.maybeDeferred(self.service.store.accounts.create, username, None,
-                                password_hash=password_hash)
-
-        def created(_):
-            log.info("insecure-auth: created account {user}", user=username)
-            return True
-
-        def exists(f):
-            f.trap(AccountError)
-            return True       # created meanwhile by a concurrent login
-
-        return d.addCallbacks(created, exists)
-
-    def _verified(self, ok, username):
+    def _stepDone(self, result):
         self.verifying = False
         xs = self.xmlstream
         if xs.closing:
             return
-        if not ok:
-            delay = self.service.auth_throttle.failed(xs.limited_ip, username)
-            if delay > 0:
-                self.verifying = True       # pipelined data while we wait is still refused
-                reactor.callLater(delay, self._failLater)
-            else:
-                self.failed("not-authorized")
+        if result[0] == "challenge":
+            data = result[1]
+            xs.write((_CHALLENGE_DATA % base64.b64encode(data).decode()).encode() if data
+                     else _CHALLENGE)
             return
-        self.service.auth_throttle.succeeded(username)
+        _, data, username = result
+        self.exchange.succeeded(username)
         self.username = username
-        xs.write(_SUCCESS)
+        xs.write((_SUCCESS_DATA % base64.b64encode(data).decode()).encode() if data else _SUCCESS)
         xs.reset()
 
-    def _failLater(self):
+    def _stepFailed(self, failure):
+        failure.trap(SASLFailure)
+        self.verifying = False
+        if self.xmlstream.closing:
+            return
+        delay = self.exchange.failure_delay(failure.value) if self.exchange else 0
+        if delay > 0:
+            self.verifying = True       # pipelined data while we wait is still refused
+            reactor.callLater(delay, self._failLater, failure.value.condition)
+        else:
+            self.failed(failure.value.condition)
+
+    def _failLater(self, condition):
         self.verifying = False
         if not self.xmlstream.closing:
-            self.failed("not-authorized")
+            self.failed(condition)
 
-    def _verifyError(self, failure, username):
+    def _stepError(self, failure):
         self.verifying = False
-        log.failure("password check for {user} failed", failure, user=username)
+        log.failure("c2s {cid}: authentication step failed", failure, cid=self.xmlstream.cid)
         if not self.xmlstream.closing:
             self.failed("temporary-auth-failure")
 
@@ -803,43 +762,34 @@ class C2SService(service.Service):
         self.store = store
         self.tls_factory = tlsmod.context_factory(cfg)   # ConfigError early, before listening
         self.encryption_required = cfg.encryption_required
-        self.features = {
-            # (tls done, encryption required) -> features bytes before authentication
-            (False, True): _features(True, True, False),
-            (False, False): _features(True, False, True),
-            (True, True): _features(False, False, True),
-            (True, False): _features(False, False, True),
-        }
+        self.auth_throttle = limits.AuthThrottle(cfg.max_auth_failures_per_account,
+                                                 cfg.max_auth_failures_per_ip,
+                                                 cfg.auth_failure_window)
+        self.auth = AuthService(cfg, store.accounts, self.auth_throttle)
+        self._features = {}   # (tls done, mechanisms offered) -> features bytes before authentication
         self.streams = set()
         self.port = None
         self.factory = C2SFactory(self)
         self.exempt = limits.Exempt(cfg.limits_exempt)
         self.conn_limit = limits.ConnectionsPerIP(cfg.max_connections_per_ip)
         self.send_guard = limits.SendBacklogGuard(self.streams, cfg.max_send_buffer)
-        self.auth_throttle = limits.AuthThrottle(cfg.max_auth_failures_per_account,
-                                                 cfg.max_auth_failures_per_ip,
-                                                 cfg.auth_failure_window)
-        # Password hashing (scrypt, 16 MiB each) gets its own small pool: one
-        # thread per core is all the CPU there is, and it bounds the memory.
-        self.hash_pool = ThreadPool(minthreads=0, maxthreads=os.cpu_count() or 2,
-                                    name="xmppd-password-hashing")
-        self._poolTrigger = None
 
-    def _stopPool(self):
-        if self.hash_pool.started:
-            self.hash_pool.stop()
-
-    def hash(self, fn, *args):
-        """Run a password hashing function off the reactor thread."""
-        return threads.deferToThreadPool(reactor, self.hash_pool, fn, *args)
+    def features_for(self, tls, tls_conn):
+        """Stream features before authentication (cached: a few variants per server)."""
+        if not tls and self.encryption_required:
+            key = (False, None)
+        else:
+            key = (tls, self.auth.offer(tls_conn))
+        data = self._features.get(key)
+        if data is None:
+            data = self._features[key] = _features(
+                not tls, self.encryption_required, key[1] and self.auth.features(tls_conn))
+        return data
 
     def startService(self):
         super().startService()
-        self.hash_pool.start()
+        self.auth.start()
         self.send_guard.start()
-        # Also stop the pool if the reactor stops without stopService (its
-        # threads are not daemons: the process would hang at exit).
-        self._poolTrigger = reactor.addSystemEventTrigger("during", "shutdown", self._stopPool)
         if self.cfg.insecure_auth:
             log.warn("*" * 72)
             log.warn("INSECURE AUTH: any username/password logs in and accounts are created on "
@@ -857,10 +807,7 @@ class C2SService(service.Service):
         self.send_guard.stop()
         for xs in list(self.streams):
             xs.streamError("system-shutdown")
-        if self._poolTrigger is not None:
-            reactor.removeSystemEventTrigger(self._poolTrigger)
-            self._poolTrigger = None
-        self._stopPool()
+        self.auth.stop()
         if self.port is not None:
             d = self.port.stopListening()
             self.port = None
