@@ -22,6 +22,7 @@ class Config:
     muc_domain: str = ""            # empty -> "conference." + domain
     interface: str = "127.0.0.1"
     c2s_port: int = 5222
+    c2s_direct_tls_port: int = -1   # XEP-0368 TLS from the first byte; -1 = off, 0 = any free port
     data_dir: str = "xmppd-data"
     insecure_auth: bool = False     # dev mode: any user/password logs in
     require_encryption: str = "auto"  # "auto" | "true" | "false"
@@ -208,11 +209,14 @@ def _validate(cfg):
     if cfg.storage == "postgresql" and not cfg.storage_dsn:
         raise ConfigError("config key 'storage_dsn' must be set for storage = 'postgresql'"
                           " (e.g. 'host=/run/postgresql dbname=xmppd')")
+    if not -1 <= cfg.c2s_direct_tls_port <= 65535:
+        raise ConfigError("config key 'c2s_direct_tls_port' must be -1 (off) or between 0 and"
+                          f" 65535, not {cfg.c2s_direct_tls_port}")
     if cfg.require_encryption not in ("auto", "true", "false"):
         raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false',"
                           f" not {cfg.require_encryption!r}")
     for name, typ in _TYPES.items():
-        if typ is int and name not in ("c2s_port", "component_port"):
+        if typ is int and name not in ("c2s_port", "component_port", "c2s_direct_tls_port"):
             low = 1 if name in _POSITIVE else 0
             if getattr(cfg, name) < low:
                 raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")

@@ -43,6 +43,8 @@ class Options(usage.Options):
                                    "(default: conference.<domain>)."],
         ["c2s-port", "p", None, "TCP port for client connections (default: 5222; 0 = any free "
                                 "port, logged as 'c2s listening on <interface>:<port>')."],
+        ["c2s-direct-tls-port", None, None, "Port for Direct TLS client connections (XEP-0368, "
+                                            "TLS from the first byte; default: off, -1)."],
         ["interface", "i", None, "IP address to listen on (default: 127.0.0.1; 0.0.0.0 or :: for "
                                  "all)."],
         ["data-dir", None, None, "Directory for storage and the generated certificate "
@@ -89,9 +91,15 @@ class Options(usage.Options):
                 port = int(port)
             except ValueError:
                 raise configmod.ConfigError(f"option --c2s-port must be a number, not {port!r}")
+        direct = self["c2s-direct-tls-port"]
+        if direct is not None:
+            try:
+                direct = int(direct)
+            except ValueError:
+                raise configmod.ConfigError(f"option --c2s-direct-tls-port must be a number, not {direct!r}")
         overrides = {
             "domain": self["domain"], "muc_domain": self["muc-domain"],
-            "c2s_port": port, "interface": self["interface"],
+            "c2s_port": port, "c2s_direct_tls_port": direct, "interface": self["interface"],
             "data_dir": self["data-dir"], "tls_cert": self["tls-cert"], "tls_key": self["tls-key"],
             "require_encryption": self["require-encryption"],
             "insecure_auth": True if self["insecure-auth"] else None,

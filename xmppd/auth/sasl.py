@@ -125,6 +125,7 @@ class Exchange:
         self.offered = service.offer(tls_conn)
         self.plus_offered = bool(self.offered[1])
         self.mech = None
+        self.used = None            # e.g. "SCRAM-SHA-256-PLUS tls-exporter", once succeeded
         self._bindings = {}
 
     # -- stream-facing API --------------------------------------------------------
@@ -173,6 +174,9 @@ class Exchange:
         return self.service.throttle.failed(self.ip, failure.username)
 
     def succeeded(self, username):
+        mech = self.mech
+        cb = getattr(mech, "cb_type", None)
+        self.used = f"{mech.name} {cb}" if cb else mech.name
         self.mech = None
         self.service.throttle.succeeded(username)
 

@@ -18,7 +18,7 @@ import re
 import secrets
 
 from twisted.application import service
-from twisted.internet import protocol, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.logger import Logger
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.jid import resourceprep
@@ -299,7 +299,7 @@ class C2SStream(xmlstream.XmlStream):
 
     _ids = itertools.count(1)
 
-    def __init__(self, service):
+    def __init__(self, service, direct_tls=False):
         self.service = service
         self.router = service.router
         self.cfg = service.cfg
@@ -327,6 +327,7 @@ class C2SStream(xmlstream.XmlStream):
         self._handlers = {"message": self.onMessage, "presence": self.onPresence,
                           "iq": self.onIq}
         super().__init__(C2SAuthenticator(service))
+        self.authenticator.tls = direct_tls     # XEP-0368: TLS from the first byte
 
     # -- transport events -----------------------------------------------------
 
@@ -388,6 +389,12 @@ class C2SStream(xmlstream.XmlStream):
                 self.streamError("restricted-xml")
             elif "Maximum" in msg:
                 self.streamError("policy-violation", "stanza too large")
+            elif self.sid is None and data[:1] == b"\x16" and not self.authenticator.tls:
+                # A TLS ClientHello (record type 22) on the STARTTLS port: a client
+                # trying Direct TLS (XEP-0368) here. Say where to go, in one line.
+                port = self.service.direct_tls_port
+                self.streamError("not-well-formed", "TLS handshake on the STARTTLS port; " + (
+                    f"Direct TLS is on port {port}" if port else "Direct TLS is not enabled here"))
             else:
                 self.streamError("not-well-formed")
         except Exception:
@@ -589,7 +596,9 @@ class C2SStream(xmlstream.XmlStream):
             log.info("c2s {cid}: {jid} replaced by a new session {new}", cid=old.cid,
                      jid=old.full, new=self.cid)
             old.replaced()
-        log.info("c2s {cid}: authenticated as {jid}", cid=self.cid, jid=self.full)
+        exchange = self.authenticator.exchange
+        log.info("c2s {cid}: authenticated as {jid} ({mech})", cid=self.cid, jid=self.full,
+                 mech=exchange.used if exchange is not None else "?")
 
     def replaced(self):
         """Another stream bound our full JID: leave with a conflict stream error."""
@@ -744,11 +753,12 @@ class C2SStream(xmlstream.XmlStream):
 
 class C2SFactory(protocol.ServerFactory):
     noisy = False
-    def __init__(self, service):
+    def __init__(self, service, direct_tls=False):
         self.service = service
+        self.direct_tls = direct_tls
 
     def buildProtocol(self, addr):
-        xs = C2SStream(self.service)
+        xs = C2SStream(self.service, self.direct_tls)
         xs.factory = self
         return xs
 
@@ -770,6 +780,11 @@ class C2SService(service.Service):
         self.streams = set()
         self.port = None
         self.factory = C2SFactory(self)
+        # XEP-0368 Direct TLS: a second listener, its own context (ALPN xmpp-client).
+        self.direct_tls_port = None
+        self.direct_port = None
+        self.direct_tls_factory = (tlsmod.context_factory(cfg, b"xmpp-client")
+                                   if cfg.c2s_direct_tls_port >= 0 else None)
         self.exempt = limits.Exempt(cfg.limits_exempt)
         self.conn_limit = limits.ConnectionsPerIP(cfg.max_connections_per_ip)
         self.send_guard = limits.SendBacklogGuard(self.streams, cfg.max_send_buffer)
@@ -799,6 +814,13 @@ class C2SService(service.Service):
             log.info("c2s TLS certificate: {path}", path=self.tls_factory.cert_path)
         self.port = reactor.listenTCP(self.cfg.c2s_port, self.factory,
                                       interface=self.cfg.interface)
+        if self.direct_tls_factory is not None:
+            self.direct_port = reactor.listenSSL(self.cfg.c2s_direct_tls_port,
+                                                 C2SFactory(self, direct_tls=True),
+                                                 self.direct_tls_factory, interface=self.cfg.interface)
+            self.direct_tls_port = self.direct_port.getHost().port
+            log.info("c2s direct TLS listening on {iface}:{port}", iface=self.cfg.interface,
+                     port=self.direct_tls_port)
         host = self.port.getHost()
         log.info("c2s listening on {iface}:{port}", iface=self.cfg.interface, port=host.port)
 
@@ -808,7 +830,7 @@ class C2SService(service.Service):
         for xs in list(self.streams):
             xs.streamError("system-shutdown")
         self.auth.stop()
-        if self.port is not None:
-            d = self.port.stopListening()
-            self.port = None
-            return d
+        ds = [p.stopListening() for p in (self.port, self.direct_port) if p is not None]
+        self.port = self.direct_port = None
+        if ds:
+            return defer.DeferredList(ds)

@@ -1,4 +1,4 @@
-"""TLS for STARTTLS: one shared OpenSSL context, and a dev certificate.
+"""TLS for STARTTLS and Direct TLS (XEP-0368): shared OpenSSL contexts, and a dev certificate.
 
 The context is built once per server (building one per connection would
 cost a certificate load each time). With no configured certificate, a
@@ -66,8 +66,14 @@ def ensure_dev_certificate(cfg):
 class ServerTLSContextFactory:
     """Context factory for ``transport.startTLS``; TLS >= 1.2, one context for all streams."""
 
-    def __init__(self, cert_path, key_path):
+    def __init__(self, cert_path, key_path, alpn=None):
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        if alpn:
+            # XEP-0368 §3: Direct TLS clients offer ALPN "xmpp-client"; one that
+            # offers none (or only others) still gets the stream.
+            def select(conn, offered):
+                return alpn if alpn in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+            ctx.set_alpn_select_callback(select)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
         # No compression (CRIME); no client-initiated TLS 1.2 renegotiation (CPU DoS).
         ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
@@ -88,17 +94,20 @@ class ServerTLSContextFactory:
         return self._ctx
 
 
-def context_factory(cfg):
-    """The server's TLS context: the configured cert/key, or the generated dev certificate."""
+def context_factory(cfg, alpn=None):
+    """The server's TLS context: the configured cert/key, or the generated dev certificate.
+
+    ``alpn`` (e.g. ``b"xmpp-client"``) is selected when a client offers it (Direct TLS).
+    """
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("config keys 'tls_cert' and 'tls_key' must be given together")
     if cfg.tls_cert:
         for key, path in (("tls_cert", cfg.tls_cert), ("tls_key", cfg.tls_key)):
             if not os.access(path, os.R_OK):
                 raise ConfigError(f"config key {key!r}: cannot read {path!r}")
-        return ServerTLSContextFactory(cfg.tls_cert, cfg.tls_key)
+        return ServerTLSContextFactory(cfg.tls_cert, cfg.tls_key, alpn)
     try:
         cert_path, key_path = ensure_dev_certificate(cfg)
     except OSError as e:
         raise ConfigError(f"cannot write the dev certificate into {cfg.data_dir}: {e}")
-    return ServerTLSContextFactory(cert_path, key_path)
+    return ServerTLSContextFactory(cert_path, key_path, alpn)
