@@ -402,3 +402,103 @@ def test_fuzz_component_stream(component_fuzz):
         test = seed(int(SEED))(test)
     test()
     assert component_fuzz.batches >= EXAMPLES // 2
+
+
+# -- SASL: SCRAM and PLAIN garbage against real stored accounts ------------------------
+
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+SASL_MECHS = ["SCRAM-SHA-256", "SCRAM-SHA-1", "SCRAM-SHA-256-PLUS", "PLAIN", "SCRAM-SHA-512", ""]
+SCRAM_KEYS = list("nrcpmsiahex") + ["", "nn", "=="]
+SCRAM_VALUES = ["", "saslchecker", "=2C", "=3D", "=ZZ", "=", ",", "biws", "eSws", "AAAA", "!!",
+                "x" * 5000, "\u00e9", "\0", "n,,", "p=tls-exporter", "4096", "-1",
+                "99999999999999999999", "r" * 40]
+
+
+@st.composite
+def scram_message(draw):
+    """A client-first/final message: a valid one mutated, or attributes from a grammar."""
+    kind = draw(st.integers(0, 2))
+    if kind == 0:
+        flag = draw(st.sampled_from(["n", "y", "p=tls-exporter", "p=tls-unique", "p=", "q", ""]))
+        authz = draw(st.sampled_from(["", "a=saslchecker@localhost", "a=", "a=x=2C", "b=1"]))
+        user = draw(st.one_of(st.sampled_from(SCRAM_VALUES), st.text(max_size=20)))
+        nonce = draw(st.one_of(st.sampled_from(SCRAM_VALUES), st.text(max_size=20)))
+        msg = f"{flag},{authz},n={user},r={nonce}"
+    elif kind == 1:
+        attrs = draw(st.lists(st.tuples(st.sampled_from(SCRAM_KEYS),
+                                        st.one_of(st.sampled_from(SCRAM_VALUES), st.text(max_size=20))),
+                              max_size=6))
+        msg = ",".join(f"{k}={v}" for k, v in attrs)
+    else:
+        return draw(st.binary(max_size=200))
+    return msg.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def sasl_payload(draw):
+    """The element text: base64 of a message, '=', empty, or not base64 at all."""
+    how = draw(st.integers(0, 5))
+    if how == 0:
+        return draw(st.sampled_from(["", "=", "!!!", "a", "====", "YQ", " \n"]))
+    import base64
+    return base64.b64encode(draw(scram_message())).decode()
+
+
+sasl_batches = st.tuples(st.sampled_from(SASL_MECHS), sasl_payload(),
+                         st.lists(st.one_of(sasl_payload(), st.just("<abort/>")), max_size=3))
+
+
+@pytest.fixture(scope="module")
+def sasl_fuzz(tmp_path_factory):
+    import subprocess
+    import sys
+    from conftest import REPO_ROOT, server_env
+    data_dir = tmp_path_factory.mktemp("saslfuzz")
+    subprocess.run([sys.executable, "-m", "xmppd.ctl", "--data-dir", str(data_dir), "adduser",
+                    "saslchecker"], input="secret\n", text=True, check=True, cwd=REPO_ROOT,
+                   env=server_env(), capture_output=True)
+    cfg = data_dir / "xmppd.toml"
+    cfg.write_text("scram_iterations = 4096\nauth_failure_window = 0\n")
+    from conftest import XmppdServer
+    srv = XmppdServer(["--c2s-port", "0", "--data-dir", str(data_dir), "--config", str(cfg)],
+                      data_dir).wait_listening()
+    checker = login(srv.port, "saslchecker", "c")
+    yield srv, checker
+    checker.close()
+    log = srv.log()
+    srv.stop()
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
+
+
+def _run_sasl_batch(sasl_fuzz, mech, payload, responses):
+    srv, checker = sasl_fuzz
+    c = Raw(srv.port, timeout=5)
+    try:
+        c.open()
+        c.send(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>{payload}</auth>")
+        for r in responses:
+            c.send(f"<abort xmlns='{NS_SASL}'/>" if r == "<abort/>"
+                   else f"<response xmlns='{NS_SASL}'>{r}</response>")
+        c.send("</stream:stream>")
+        try:
+            c.wait_closed()
+        except AssertionError:
+            pass
+        _assert_well_formed(c.raw)
+        # every answer is a SASL element from RFC 6120 §6.4 (or a stream error)
+        after = c.raw.split(b"</stream:features>", 1)[-1]
+        for name in re.findall(rb"<(\w+) xmlns='" + NS_SASL.encode() + rb"'", after):
+            assert name in (b"challenge", b"failure", b"success"), c.raw
+    finally:
+        c.close()
+    assert srv.returncode is None, srv.log()[-3000:]
+    assert ping(checker).get("type") == "result"
+
+
+def test_fuzz_sasl_exchanges(sasl_fuzz):
+    test = given(sasl_batches)(lambda batch: _run_sasl_batch(sasl_fuzz, *batch))
+    test = _settings()(test)
+    if SEED is not None:
+        test = seed(int(SEED))(test)
+    test()
+
