@@ -159,8 +159,9 @@ def test_xmppjs_scram_sha1_logs_in_and_sends_a_message(real_server):
 import { client, xml } from "@xmpp/client";
 const [port, password] = process.argv.slice(1);   // with -e there is no script path
 const xmpp = client({ service: `xmpp://127.0.0.1:${port}`, domain: "localhost",
-                      username: "bob", password, resource: "js" });
-xmpp.on("error", (err) => { console.error("ERROR", err.condition || err.message); process.exit(2); });
+                      username: "bob", password, resource: "js",
+                      timeout: 20000 });   // xmpp.js waits 2 s per step by default: too short under load
+xmpp.on("error", (err) => { console.error("ERROR", err.condition, err.message, err.stack); process.exit(2); });
 xmpp.on("online", async (address) => {
   console.log("ONLINE", address.toString());
   await xmpp.send(xml("message", { to: "alice@localhost/py", type: "chat" }, xml("body", {}, "hi from xmpp.js")));
