@@ -216,12 +216,13 @@ def test_go_sendxmpp_plain_over_starttls(real_server):
     assert re.search(r"authenticated as bob@localhost/\S+ \(PLAIN\)", real_server.log())
 
 
-def make_v4_database(data_dir):
-    """A database as the release before SCRAM keys wrote it: schema 4, scrypt hashes."""
+def make_pre_scram_database(data_dir):
+    """A database as the release before SCRAM keys wrote it: every earlier step, scrypt hashes."""
     data_dir.mkdir(parents=True)
     conn = sqlite3.connect(data_dir / "xmppd.sqlite3", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    for version, _, step in migrations.MIGRATIONS[:4]:
+    scram = next(v for v, desc, _ in migrations.MIGRATIONS if desc == "SCRAM credentials for accounts")
+    for version, _, step in migrations.MIGRATIONS[:scram - 1]:
         step(conn)
         conn.execute(f"PRAGMA user_version = {version}")
     conn.execute("INSERT INTO accounts (username, password_hash, created) VALUES (?, ?, 0)",
@@ -231,7 +232,7 @@ def make_v4_database(data_dir):
 
 def test_old_database_logs_in_and_is_upgraded_to_scram(xmppd_server_factory, tmp_path):
     data = tmp_path / "old"
-    make_v4_database(data)
+    make_pre_scram_database(data)
     server = xmppd_server_factory(insecure_auth=False, data_dir=data)
     cert = data / DEV_CERT
 
