@@ -94,6 +94,33 @@ CORPUS = [
     "<message to='fuzzer@localhost/r' type='chat'><received xmlns='urn:xmpp:carbons:2'>"
     "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'><body>f</body></message>"
     "</forwarded></received></message>",
+    # XEP-0133 service administration (the fuzzing account is an admin)
+    "<iq type='get' id='ac1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items' "
+    "node='http://jabber.org/protocol/commands'/></iq>",
+    "<iq type='set' id='ac2' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='http://jabber.org/protocol/admin#add-user' action='execute'/></iq>",
+    "<iq type='set' id='ac3' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='http://jabber.org/protocol/admin#add-user' action='complete' sessionid='s'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+    "<value>http://jabber.org/protocol/admin</value></field>"
+    "<field var='accountjid'><value>fz@localhost</value></field>"
+    "<field var='password'><value>p</value></field>"
+    "<field var='password-verify'><value>p</value></field></x></command></iq>",
+    "<iq type='set' id='ac4' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='http://jabber.org/protocol/admin#get-online-users-list' action='complete'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='max_items'><value>all</value></field>"
+    "</x></command></iq>",
+    "<iq type='set' id='ac5' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='http://jabber.org/protocol/admin#announce' action='complete'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='subject'><value>s</value></field>"
+    "<field var='announcement'><value>line 1</value><value>line 2</value></field>"
+    "</x></command></iq>",
+    "<iq type='set' id='ac6' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='http://jabber.org/protocol/admin#set-motd' action='complete'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='motd'><value>hello</value></field>"
+    "</x></command></iq>",
+    "<iq type='set' id='ac7' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
+    "node='http://jabber.org/protocol/admin#get-registered-users-num'/></iq>",
 ]
 
 NAMES = ["message", "presence", "iq", "body", "query", "x", "item", "error", "field", "value",
@@ -209,7 +236,8 @@ class Fuzz:
 @pytest.fixture(scope="module")
 def fuzz(tmp_path_factory):
     srv = start_server(tmp_path_factory, "--insecure-auth",
-                       config="max_stanza_size = 65536\nmuc_message_rate = 0\n")
+                       config="max_stanza_size = 65536\nmuc_message_rate = 0\n"
+                              "admins = ['checker@localhost']\n")
     f = Fuzz(srv)
     yield f
     f.checker.close()

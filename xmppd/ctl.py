@@ -27,8 +27,6 @@ from xmppd import config as configmod
 from xmppd.storage.accounts import AccountError, AccountStore
 from xmppd import storage
 from xmppd.storage.db import StorageError
-from xmppd.storage.blocklist import BlocklistStore
-from xmppd.storage.offline import OfflineStore
 from xmppd.storage.rooms import RoomStore
 
 
@@ -237,9 +235,7 @@ def main(argv=None):
             accounts.passwd(user, _read_password())
             print(f"password changed for {user}@{cfg.domain}")
         elif args.command == "deluser":
-            accounts.delete(user)
-            OfflineStore(db, cfg).delete_account(user)
-            BlocklistStore(db, cfg).delete_account(user)
+            storage.delete_account_data(db, cfg, user)
             print(f"deleted {user}@{cfg.domain}")
         return 0
     except (AccountError, StorageError) as e:

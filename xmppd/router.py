@@ -28,7 +28,8 @@ Server-side IQ handlers (``xmppd.services``) register in
 ``router.iq_handlers[namespace] = fn(iq, child, target)``; ``target`` is
 None for the server itself or the bare JID string of the account the IQ was
 addressed to. ``fn`` returns the payload element (or None for an empty
-result) or raises ``StanzaError``. ``router.user_exists(localpart)`` is set
+result), or a Deferred firing with it (e.g. after a storage write), or
+raises (or fails with) ``StanzaError``. ``router.user_exists(localpart)`` is set
 by the services to the account store's ``exists``.
 
 Feature modules (``xmppd/services/*.py``) hook stanza events on
@@ -56,7 +57,13 @@ routing code:
 namespaces) are what disco#info on the server and on an account's bare JID
 advertise; a feature module appends what it serves. ``router.server_items``
 (list of ``(jid, name)``) feeds the server's disco#items.
+``router.server_info_forms`` (list of functions returning a data form
+element) adds XEP-0128 extended information to the server's disco#info.
+``router.disco_nodes[node] = fn(iq, child, target)`` answers disco#info
+and disco#items queries for ``node`` (e.g. the XEP-0050 command list);
+``fn`` returns the payload or raises StanzaError, like an IQ handler.
 """
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -188,6 +195,8 @@ class Router(component.Router):
         self.server_features = []
         self.account_features = []
         self.server_items = []
+        self.server_info_forms = []
+        self.disco_nodes = {}
 
     # -- entry points -------------------------------------------------------
 
@@ -380,12 +389,25 @@ class Router(component.Router):
             self._reply_error(iq, e.condition, e.type, e.text, reply_from)
             return
         except Exception:
-            log.failure("IQ handler {handler} failed on an IQ from {frm} ({ns})",
-                        handler=getattr(handler, "__qualname__", handler),
-                        frm=iq.getAttribute("from"), ns=child.uri)
-            self._reply_error(iq, "internal-server-error", None, None, reply_from)
+            self._handler_failed(iq, child, handler, None, reply_from)
+            return
+        if isinstance(payload, Deferred):
+            payload.addCallbacks(
+                lambda p: self.route(result_reply(iq, p, reply_from)),
+                lambda f: self._handler_failed(iq, child, handler, f, reply_from))
+            payload.addErrback(lambda f: log.failure("answering an IQ failed", f))
             return
         self.route(result_reply(iq, payload, reply_from))
+
+    def _handler_failed(self, iq, child, handler, failure, reply_from):
+        e = failure.value if failure is not None else None
+        if isinstance(e, StanzaError):
+            self._reply_error(iq, e.condition, e.type, e.text, reply_from)
+            return
+        log.failure("IQ handler {handler} failed on an IQ from {frm} ({ns})", failure,
+                    handler=getattr(handler, "__qualname__", handler),
+                    frm=iq.getAttribute("from"), ns=child.uri)
+        self._reply_error(iq, "internal-server-error", None, None, reply_from)
 
     def _reply_error(self, iq, condition, etype, text, reply_from):
         reply = error_reply(iq, condition, etype, text)

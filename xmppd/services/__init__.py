@@ -64,7 +64,7 @@ class ServerServices:
         _only_get(iq)
         node = child.getAttribute("node")
         if node:
-            raise StanzaError("item-not-found", type="cancel")
+            return self._node(iq, child, target, node)
         q = domish.Element((NS_DISCO_INFO, "query"))
         ident = q.addElement("identity")
         if target is None:
@@ -75,12 +75,22 @@ class ServerServices:
             features = self.router.account_features
         for f in features:
             q.addElement("feature")["var"] = f
+        if target is None:
+            for form in self.router.server_info_forms:
+                q.addChild(form())
         return q
+
+    def _node(self, iq, child, target, node):
+        fn = self.router.disco_nodes.get(node)
+        if fn is None:
+            raise StanzaError("item-not-found", type="cancel")
+        return fn(iq, child, target)
 
     def disco_items(self, iq, child, target):
         _only_get(iq)
-        if child.getAttribute("node"):
-            raise StanzaError("item-not-found", type="cancel")
+        node = child.getAttribute("node")
+        if node:
+            return self._node(iq, child, target, node)
         q = domish.Element((NS_DISCO_ITEMS, "query"))
         if target is None:
             listed = set()
@@ -133,9 +143,10 @@ class ServerServices:
 def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
-    from xmppd.services import admin_requests, blocking, carbons, offline
+    from xmppd.services import admin, admin_requests, blocking, carbons, offline
     offline.install(router, cfg, store)
     blocking.install(router, cfg, store)
     carbons.install(router, cfg)
     admin_requests.install(router, cfg, store)
+    admin.install(router, cfg, store)
     return services

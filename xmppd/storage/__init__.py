@@ -67,6 +67,10 @@ class Storage(service.Service):
         self._data_version = None
         self._handled = set()   # admin request ids whose deletion is not committed yet
 
+    def write(self, fn, *args):
+        """Run ``fn(db, *args)`` on the writer thread; Deferred fired once committed."""
+        return self._write(fn, *args)
+
     def _write(self, fn, *args):
         if self.writer is not None:
             return self.writer.run(fn, *args)
@@ -122,6 +126,45 @@ class Storage(service.Service):
                     log.failure("storage: admin request {cmd} {arg} failed", cmd=command, arg=arg)
         except Exception:
             log.failure("storage: polling admin requests failed")
+
+
+def delete_account_data(db, cfg, username):
+    """Delete an account and every per-account record with it (one transaction).
+
+    The one place account deletion happens: ``xmppdctl deluser``, XEP-0133
+    delete-user and in-band ``<remove/>`` all call it; a new per-account
+    table adds its DELETE here.
+    """
+    from xmppd.storage.accounts import AccountStore
+    from xmppd.storage.blocklist import BlocklistStore
+    from xmppd.storage.offline import OfflineStore
+    with db.transaction():
+        AccountStore(db, cfg).delete(username)
+        OfflineStore(db, cfg).delete_account(username)
+        BlocklistStore(db, cfg).delete_account(username)
+
+
+def get_setting(db, name, default=None):
+    rows = db.query("SELECT value FROM server_settings WHERE name = ?", (name,))
+    return rows[0][0] if rows else default
+
+
+def set_setting(db, name, value):
+    """Store (or with ``value`` None delete) one server setting."""
+    if value is None:
+        db.execute("DELETE FROM server_settings WHERE name = ?", (name,))
+    else:
+        db.execute("INSERT INTO server_settings (name, value) VALUES (?, ?) "
+                   "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+
+def clear_all_data(db):
+    """Empty every table (``xmppdctl reset``): accounts, rooms, offline messages, settings..."""
+    tables = [r[0] for r in db.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    with db.transaction():
+        for t in tables:
+            db.execute(f'DELETE FROM "{t}"')
 
 
 def enqueue_request(db, command, arg):

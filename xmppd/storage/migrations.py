@@ -92,6 +92,15 @@ def _v6_scram(conn):
         conn.execute(f"ALTER TABLE accounts ADD COLUMN {column}")
 
 
+def _v7_server_settings(conn):
+    """Server-wide settings changed at runtime, e.g. the message of the day (XEP-0133)."""
+    conn.execute("""
+        CREATE TABLE server_settings (
+            name   TEXT PRIMARY KEY,
+            value  TEXT NOT NULL
+        )""")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
@@ -100,6 +109,7 @@ MIGRATIONS = [
     (4, "admin requests queue", _v4_admin_requests),
     (5, "blocklist", _v5_blocklist),
     (6, "SCRAM credentials for accounts", _v6_scram),
+    (7, "server settings (message of the day)", _v7_server_settings),
 ]
 LATEST = MIGRATIONS[-1][0]
 

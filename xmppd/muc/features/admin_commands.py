@@ -8,8 +8,6 @@ form, a submission (``complete``/``execute``/``next`` with a submitted
 form) runs it, ``cancel`` cancels. No per-session state is kept: the
 submitted form carries everything.
 """
-import uuid
-
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish.domish import Element
 from wokkel import disco
@@ -17,47 +15,21 @@ from wokkel.data_form import Field, Form, Option
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
-from xmppd import jid as jidlib
-from xmppd.muc.errors import error_reply, stanza_error
+from xmppd import adhoc, jid as jidlib
+from xmppd.adhoc import NS_COMMANDS, Outcome, first as _first
+from xmppd.muc.errors import error_reply
 from xmppd.muc.hooks import Feature
 from xmppd.muc.room import AFFILIATIONS, NS_DATA
 
-NS_COMMANDS = "http://jabber.org/protocol/commands"
 NODE_DESTROY = "http://prosody.im/protocol/muc#destroy"
 NODE_AFFILIATION = "http://prosody.im/protocol/muc#set-affiliation"
 
 feature = Feature("admin_commands")
 
 
-def _submitted_values(x):
-    """var -> list of values of a submitted form (lenient: FORM_TYPE need not be hidden)."""
-    values = {}
-    for field in x.elements():
-        if field.name == "field" and field.getAttribute("var"):
-            values[field["var"]] = [str(v).strip() for v in field.elements() if v.name == "value"]
-    return values
-
-
-def _first(values, var):
-    vals = values.get(var) or []
-    return vals[0] if vals else None
-
-
-class Command:
-    def __init__(self, node, name, form_type):
-        self.node, self.name, self.form_type = node, name, form_type
-
-    def form(self, service):
-        raise NotImplementedError
-
-    def run(self, service, values, actor):
-        """Return (status, note_type, note_text)."""
-        raise NotImplementedError
-
-
-class DestroyRooms(Command):
-    def __init__(self):
-        super().__init__(NODE_DESTROY, "Destroy Rooms", NODE_DESTROY)
+class DestroyRooms(adhoc.Command):
+    node = form_type = NODE_DESTROY
+    name = "Destroy Rooms"
 
     def form(self, service):
         form = Form("form", title="Destroy rooms", instructions=["Select the rooms to destroy"],
@@ -70,19 +42,19 @@ class DestroyRooms(Command):
     def run(self, service, values, actor):
         rooms = values.get("rooms") or []
         if not rooms:
-            return "completed", "error", "rooms: Required value missing"
+            return Outcome.error("rooms: Required value missing")
         destroyed = []
         for room_jid in rooms:
             room = service.rooms.get(room_jid)
             if room is not None and not room.destroying:
                 room.destroy(actor=None)
                 destroyed.append(room_jid)
-        return "completed", "info", "The following rooms were destroyed:\n" + "\n".join(destroyed)
+        return Outcome.info("The following rooms were destroyed:\n" + "\n".join(destroyed))
 
 
-class SetAffiliation(Command):
-    def __init__(self):
-        super().__init__(NODE_AFFILIATION, "Set affiliation in room", NODE_AFFILIATION)
+class SetAffiliation(adhoc.Command):
+    node = form_type = NODE_AFFILIATION
+    name = "Set affiliation in room"
 
     def form(self, service):
         form = Form("form", title="Set affiliation", formNamespace=self.form_type)
@@ -97,19 +69,19 @@ class SetAffiliation(Command):
     def run(self, service, values, actor):
         missing = [v for v in ("room", "jid", "affiliation") if not _first(values, v)]
         if missing:
-            return "completed", "error", "\n".join(f"{v}: Required value missing" for v in missing)
+            return Outcome.error("\n".join(f"{v}: Required value missing" for v in missing))
         aff = _first(values, "affiliation")
         if aff not in AFFILIATIONS:
-            return "completed", "error", "affiliation: Value is not one of the options"
+            return Outcome.error("affiliation: Value is not one of the options")
         room_j = jidlib.parse_or_none(_first(values, "room"))
         room = service.rooms.get(room_j.userhost()) if room_j is not None else None
         if room is None:
-            return "canceled", "error", "No such room"
+            return Outcome.error("No such room", "canceled")
         try:
             room.set_affiliation(None, _first(values, "jid"), aff, _first(values, "reason"))
         except StanzaError as e:
-            return "canceled", "error", f"Affiliation change failed: {e.condition}"
-        return "completed", "info", "Affiliation updated"
+            return Outcome.error(f"Affiliation change failed: {e.condition}", "canceled")
+        return Outcome.info("Affiliation updated")
 
 
 COMMANDS = {c.node: c for c in (DestroyRooms(), SetAffiliation())}
@@ -139,57 +111,23 @@ class AdminCommandsHandler(XMPPHandler):
         if to is None or to.user is not None or to.resource is not None:
             self.service.send(error_reply(iq, "service-unavailable", "cancel"))
             return
-        try:
-            reply = self.execute(iq)
-        except StanzaError as e:
-            reply = error_reply(iq, e)
-        self.service.send(reply)
+        d = adhoc.execute(COMMANDS, iq.firstChildElement(), self.service,
+                          iq.getAttribute("from"), self.is_admin(iq.getAttribute("from")))
 
-    def execute(self, iq):
-        cmd_el = iq.firstChildElement()
-        command = COMMANDS.get(cmd_el.getAttribute("node"))
-        if command is None:
-            raise stanza_error("item-not-found", "cancel")
-        if not self.is_admin(iq.getAttribute("from")):
-            raise stanza_error("forbidden", "auth", "You don't have permission to execute this command")
-        action = cmd_el.getAttribute("action") or "execute"
-        if action not in ("execute", "next", "complete", "cancel", "prev"):
-            raise stanza_error("bad-request", "modify")
-        sessionid = cmd_el.getAttribute("sessionid") or uuid.uuid4().hex
-        form = None
-        for c in cmd_el.elements():
-            if c.name == "x" and c.uri == NS_DATA:
-                form = c
-        result = Element((NS_COMMANDS, "command"))
-        result["node"] = command.node
-        result["sessionid"] = sessionid
-        if action == "cancel":
-            result["status"] = "canceled"
-        elif form is None or form.getAttribute("type") != "submit":
-            if action == "prev":
-                raise stanza_error("bad-request", "modify")
-            result["status"] = "executing"
-            actions = result.addElement("actions")
-            actions["execute"] = "complete"
-            actions.addElement("next")
-            actions.addElement("complete")
-            result.addChild(command.form(self.service).toElement())
-        else:
-            values = _submitted_values(form)
-            if _first(values, "FORM_TYPE") not in (None, command.form_type):
-                raise stanza_error("bad-request", "modify", "Wrong form type")
-            status, note_type, text = command.run(self.service, values, iq.getAttribute("from"))
-            result["status"] = status
-            note = result.addElement("note", content=text)
-            note["type"] = note_type
-        reply = Element((None, "iq"))
-        reply["type"] = "result"
-        reply["to"] = iq["from"]
-        reply["from"] = iq["to"]
-        if iq.getAttribute("id"):
-            reply["id"] = iq["id"]
-        reply.addChild(result)
-        return reply
+        def answer(result):
+            reply = Element((None, "iq"))
+            reply["type"] = "result"
+            reply["to"] = iq["from"]
+            reply["from"] = iq["to"]
+            if iq.getAttribute("id"):
+                reply["id"] = iq["id"]
+            reply.addChild(result)
+            self.service.send(reply)
+
+        def failed(f):
+            f.trap(StanzaError)
+            self.service.send(error_reply(iq, f.value))
+        d.addCallbacks(answer, failed)
 
     # -- disco ----------------------------------------------------------------
     def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
