@@ -161,6 +161,7 @@ def test_every_xep0133_command_with_slixmpp(real_server):
         cmd = await run_command(boss, "delete-motd")
         assert cmd["notes"] == [("info", "Message of the day deleted")]
         motd.disconnect()
+        await motd.wait_until("disconnected", timeout=10)
 
         # end a user's sessions
         ended = asyncio.get_running_loop().create_future()
