@@ -32,6 +32,9 @@ class Config:
     storage: str = "sqlite"         # "sqlite" (in data_dir) | "postgresql" (storage_dsn)
     storage_dsn: str = ""           # libpq connection string or URI, for storage = "postgresql"
     trace: bool = False             # log every stanza in/out
+    metrics_port: int = 0           # Prometheus /metrics on its own port; 0 = off
+    metrics_interface: str = "127.0.0.1"
+    allow_reset: bool = False       # xmppdctl reset may wipe the live server (test servers)
     # limits
     max_stanza_size: int = 256 * 1024
     max_preauth_size: int = 16 * 1024
@@ -182,7 +185,7 @@ def _validate(cfg):
         setattr(cfg, key, j.host)               # nameprep'd: compared with stanza JIDs later
     if cfg.muc_domain == cfg.domain:
         raise ConfigError("config key 'muc_domain' must differ from 'domain'")
-    for key in ("interface", "component_interface"):
+    for key in ("interface", "component_interface", "metrics_interface"):
         iface = getattr(cfg, key)
         if iface != "localhost":
             try:
@@ -190,7 +193,7 @@ def _validate(cfg):
             except ValueError:
                 raise ConfigError(f"config key {key!r} must be an IP address"
                                   f" (e.g. 127.0.0.1, ::1, 0.0.0.0, ::), not {iface!r}")
-    for key in ("c2s_port", "component_port"):
+    for key in ("c2s_port", "component_port", "metrics_port"):
         if not 0 <= getattr(cfg, key) <= 65535:
             raise ConfigError(f"config key {key!r} must be between 0 and 65535,"
                               f" not {getattr(cfg, key)}")
@@ -216,7 +219,8 @@ def _validate(cfg):
         raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false',"
                           f" not {cfg.require_encryption!r}")
     for name, typ in _TYPES.items():
-        if typ is int and name not in ("c2s_port", "component_port", "c2s_direct_tls_port"):
+        if typ is int and name not in ("c2s_port", "component_port", "c2s_direct_tls_port",
+                                       "metrics_port"):
             low = 1 if name in _POSITIVE else 0
             if getattr(cfg, name) < low:
                 raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")

@@ -9,7 +9,7 @@ def build(cfg):
     storage -> router -> services (server's own IQs) -> muc component -> c2s.
     """
     from xmppd.router import Router
-    from xmppd import storage, services
+    from xmppd import metrics, storage, services
     from xmppd.stream import c2s
     from xmppd.muc import service as muc_service
 
@@ -27,6 +27,9 @@ def build(cfg):
     if cfg.components:
         from xmppd.component.server import ComponentService
         ComponentService(cfg, router).setServiceParent(root)
-    c2s.C2SService(cfg, router, store).setServiceParent(root)
+    c2s_service = c2s.C2SService(cfg, router, store)
+    c2s_service.setServiceParent(root)
     root.router = router
+    root.view = metrics.Server(router, store, c2s_service)
+    metrics.MetricsService(cfg, root.view).setServiceParent(root)
     return root

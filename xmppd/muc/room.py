@@ -26,6 +26,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish.domish import Element
 
 from xmppd import jid as jidlib
+from xmppd.metrics import STATS
 from xmppd.muc.errors import error_reply, stanza_error
 from xmppd.muc.hooks import Event, Feature
 
@@ -889,6 +890,7 @@ class Room:
             if c.name == "delay" and c.uri == NS_DELAY and c.getAttribute("from") == self.jid:
                 stanza.children.remove(c)
         stanza["from"] = occ.room_jid
+        STATS.muc_messages += 1
         self.broadcast_message(stanza)
 
     def broadcast_message(self, stanza):

@@ -12,10 +12,13 @@ account preparation scripts; server start-up before the reactor runs) and
 after it stopped, ``run`` executes inline on the caller's connection and
 returns an already-fired Deferred, so the same store methods work there.
 """
+import time
+
 from twisted.internet import defer, reactor, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from xmppd.metrics import COMMIT_SECONDS
 from xmppd.storage.db import Database
 
 log = Logger(namespace="xmppd.storage")
@@ -31,6 +34,7 @@ class Writer:
         self._start_pending = False
         self._trigger = None
         self._db = None          # the writer thread's connection (touched in that thread only)
+        self.pending = 0         # writes queued or running (the metrics' queue depth)
 
     def start(self):
         """Start the thread once the reactor runs.
@@ -62,13 +66,24 @@ class Writer:
         """Deferred result of ``fn(db, *args, **kwargs)`` run on the writer's connection."""
         if self._pool is None:
             return defer.maybeDeferred(fn, self.inline_db, *args, **kwargs)
-        return threads.deferToThreadPool(reactor, self._pool, self._call, fn, args, kwargs)
+        self.pending += 1
+        d = threads.deferToThreadPool(reactor, self._pool, self._call, fn, args, kwargs)
+        d.addBoth(self._done)
+        return d
+
+    def _done(self, result):
+        self.pending -= 1
+        return result
 
     def _call(self, fn, args, kwargs):
         if self._db is None:
             self._db = self.opener() if self.opener is not None else \
                 Database(self.path, self.synchronous, check=False)
-        return fn(self._db, *args, **kwargs)
+        start = time.perf_counter()
+        try:
+            return fn(self._db, *args, **kwargs)
+        finally:
+            COMMIT_SECONDS.observe(time.perf_counter() - start)
 
     def stop(self):
         """Commit everything queued, close the connection, end the thread (Deferred)."""

@@ -1,0 +1,118 @@
+"""/metrics in the Prometheus text format, read with prometheus_client's own parsers.
+
+Real traffic first (slixmpp clients log in, chat, fill a room and leave an
+offline message), then the scrape must show it.
+"""
+import asyncio
+import socket
+import urllib.request
+
+import slixmpp
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families
+
+from test_admin_commands import adduser
+from test_slixmpp_core import make_client
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port, accept=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if accept:
+        req.add_header("Accept", accept)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.headers.get("Content-Type"), r.read().decode()
+
+
+def samples(text, parser=text_string_to_metric_families):
+    out = {}
+    for family in parser(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(found, name, **labels):
+    return found[(name, tuple(sorted(labels.items())))]
+
+
+def test_metrics_scrape_parses_and_reflects_traffic(xmppd_server_factory, tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    adduser(data, "alice", "pw a")
+    adduser(data, "bob", "pw b")
+    adduser(data, "carol", "pw c")
+    conf = tmp_path / "m.toml"
+    conf.write_text(f"metrics_port = {port}\n")
+    server = xmppd_server_factory("--config", conf, insecure_auth=False, data_dir=data)
+    server.wait_for_log(rf"metrics listening on http://127\.0\.0\.1:{port}/metrics")
+
+    async def scenario():
+        alice = make_client("alice@localhost/a", "pw a")
+        bob = make_client("bob@localhost/b", "pw b")
+        bob.register_plugin("xep_0045")
+        for c in (alice, bob):
+            c.connect("127.0.0.1", server.port)
+            await c.wait_until("session_start", timeout=10)
+            c.send_presence()
+        got = asyncio.get_running_loop().create_future()
+        bob.add_event_handler("message", lambda m: got.done() or got.set_result(m))
+        alice.send_message(mto="bob@localhost", mbody="hi", mtype="chat")
+        await asyncio.wait_for(got, 10)
+        alice.send_message(mto="carol@localhost", mbody="for later", mtype="chat")  # offline
+        await bob.plugin["xep_0045"].join_muc_wait("metrics@conference.localhost", "bob",
+                                                   timeout=10)
+        bob.send_message(mto="metrics@conference.localhost", mbody="room", mtype="groupchat")
+        bad = make_client("alice@localhost/x", "wrong")
+        failed = asyncio.get_running_loop().create_future()
+        bad.add_event_handler("failed_auth", lambda *_: failed.done() or failed.set_result(1))
+        bad.connect("127.0.0.1", server.port)
+        await asyncio.wait_for(failed, 10)
+        bad.disconnect()
+        await asyncio.sleep(1.5)     # the offline message's commit, two lag samples
+
+        ctype, text = scrape(port)
+        assert ctype.startswith("text/plain")
+        found = samples(text)
+        assert value(found, "xmppd_sessions") == 2
+        assert value(found, "xmppd_online_users") == 2
+        assert value(found, "xmppd_connections", state="bound") == 2
+        assert value(found, "xmppd_muc_rooms") == 1
+        assert value(found, "xmppd_muc_occupants") == 1
+        assert value(found, "xmppd_muc_messages_total") >= 1
+        assert value(found, "xmppd_offline_messages") == 1
+        assert value(found, "xmppd_storage_writer_queue") == 0
+        assert value(found, "xmppd_storage_commit_seconds_count") >= 1
+        assert value(found, "xmppd_reactor_lag_seconds_count") >= 2
+        assert value(found, "xmppd_process_resident_memory_bytes") > 10_000_000
+        assert value(found, "xmppd_uptime_seconds") > 0
+        # counted on the hot path (present from the start, at zero until traffic is counted)
+        assert ("xmppd_bytes_total", (("direction", "in"),)) in found
+        assert ("xmppd_stanzas_total", (("direction", "out"), ("kind", "all"))) in found
+
+        # a scraper asking for OpenMetrics gets it, and it parses with the strict parser
+        ctype, text = scrape(port, "application/openmetrics-text; version=1.0.0")
+        assert ctype.startswith("application/openmetrics-text")
+        assert text.endswith("# EOF\n")
+        found = samples(text, om_parse)
+        assert value(found, "xmppd_sessions") == 2
+        for c in (alice, bob):
+            c.disconnect()
+            await c.wait_until("disconnected", timeout=5)
+
+    asyncio.run(scenario())
+
+
+def test_metrics_port_is_off_by_default_and_validated(xmppd_server_factory, tmp_path):
+    server = xmppd_server_factory()
+    assert "metrics listening" not in server.log()
+    conf = tmp_path / "bad.toml"
+    conf.write_text("metrics_port = 70000\n")
+    bad = xmppd_server_factory("--config", conf, wait=False)
+    assert bad.proc.wait(20) == 78
+    assert "metrics_port" in bad.log()

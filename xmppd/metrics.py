@@ -1,0 +1,264 @@
+"""Prometheus / OpenMetrics metrics: what the server is doing, at next to no cost.
+
+Two kinds of figures:
+
+* **Counted on the hot path** (bytes and stanzas in/out, MUC messages):
+  plain integer attributes of the module-level :data:`STATS`, bumped with
+  one ``+=`` by the transports and the MUC (tens of nanoseconds; no lock,
+  no label lookup: the reactor is one thread). ``prometheus_client``'s
+  own Counter would take a lock per increment.
+* **Read at scrape time** from state the server keeps anyway: connections
+  by state, sessions, online users, rooms and occupants, offline messages,
+  the storage writer's queue. Nothing is maintained for them between
+  scrapes.
+
+Histograms for storage commit latency and reactor lag use
+``prometheus_client`` directly: commits are observed on the writer thread
+(its histogram is thread-safe) and the lag by a timer twice a second.
+
+The registry is served as ``/metrics`` in the Prometheus text format
+(OpenMetrics when the scraper asks for it) on ``metrics_port`` (loopback
+by default, off when 0).
+"""
+import time
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from twisted.application import service
+from twisted.internet import reactor
+from twisted.logger import Logger
+
+log = Logger(namespace="xmppd.metrics")
+
+KINDS = ("message", "presence", "iq")
+LAG_INTERVAL = 0.5
+
+
+class Stats:
+    """Hot-path counters: one attribute per figure (``STATS.bytes_in += n``)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "message_in", "presence_in", "iq_in", "other_in",
+                 "stanzas_out", "muc_messages", "logins", "login_failures", "started")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+        self.logins = {}            # mechanism -> count (not on the hot path)
+        self.login_failures = {}
+        self.started = time.time()
+
+    def count_in(self, name):
+        """One stanza read from a client, by kind (anything else is 'other')."""
+        if name == "message":
+            self.message_in += 1
+        elif name == "presence":
+            self.presence_in += 1
+        elif name == "iq":
+            self.iq_in += 1
+        else:
+            self.other_in += 1
+
+    def login(self, mechanism, ok):
+        d = self.logins if ok else self.login_failures
+        mechanism = mechanism if mechanism in _MECHANISMS else "other"
+        d[mechanism] = d.get(mechanism, 0) + 1
+
+
+_MECHANISMS = frozenset(("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS",
+                         "SCRAM-SHA-256-PLUS", "EXTERNAL", "ANONYMOUS"))
+
+STATS = Stats()
+
+COMMIT_SECONDS = Histogram(
+    "xmppd_storage_commit_seconds", "Time to run and commit one storage write (writer thread)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=None)
+REACTOR_LAG = Histogram(
+    "xmppd_reactor_lag_seconds", "How late a timer fires on the reactor (sampled twice a second)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=None)
+
+
+class ServerCollector:
+    """Builds the metric families at scrape time from the live server."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def collect(self):
+        s = STATS
+        srv = self.server
+        router = srv.router
+        c = CounterMetricFamily("xmppd_stanzas", "Stanzas from and to clients",
+                                labels=("direction", "kind"))
+        c.add_metric(("in", "message"), s.message_in)
+        c.add_metric(("in", "presence"), s.presence_in)
+        c.add_metric(("in", "iq"), s.iq_in)
+        c.add_metric(("in", "other"), s.other_in)
+        c.add_metric(("out", "all"), s.stanzas_out)
+        yield c
+        c = CounterMetricFamily("xmppd_bytes", "Bytes read from and written to clients",
+                                labels=("direction",))
+        c.add_metric(("in",), s.bytes_in)
+        c.add_metric(("out",), s.bytes_out)
+        yield c
+        c = CounterMetricFamily("xmppd_logins", "Authentication attempts by SASL mechanism",
+                                labels=("mechanism", "result"))
+        for mech, n in sorted(s.logins.items()):
+            c.add_metric((mech, "ok"), n)
+        for mech, n in sorted(s.login_failures.items()):
+            c.add_metric((mech, "failed"), n)
+        yield c
+        yield CounterMetricFamily("xmppd_muc_messages", "Groupchat messages sent to rooms",
+                                  value=s.muc_messages)
+
+        g = GaugeMetricFamily("xmppd_connections", "Open client connections by state",
+                              labels=("state",))
+        for state, n in sorted(srv.connection_states().items()):
+            g.add_metric((state,), n)
+        yield g
+        yield GaugeMetricFamily("xmppd_sessions", "Bound client sessions (resources)",
+                                value=len(router.sessions.full))
+        yield GaugeMetricFamily("xmppd_online_users", "Accounts with at least one session",
+                                value=len(router.sessions.bare))
+        muc = getattr(router, "muc", None)
+        rooms = getattr(muc, "rooms", None) or {}
+        yield GaugeMetricFamily("xmppd_muc_rooms", "Live MUC rooms", value=len(rooms))
+        yield GaugeMetricFamily("xmppd_muc_occupants", "Occupants in all MUC rooms",
+                                value=sum(len(r.occupants) for r in list(rooms.values())))
+        yield GaugeMetricFamily("xmppd_offline_messages", "Stored offline messages (all accounts)",
+                                value=srv.offline_count())
+        yield GaugeMetricFamily("xmppd_storage_writer_queue",
+                                "Storage writes queued or running on the writer thread",
+                                value=srv.writer_queue())
+        yield GaugeMetricFamily("xmppd_uptime_seconds", "Seconds since the server started",
+                                value=time.time() - s.started)
+
+
+class Server:
+    """The view of the running server that the collector and ``xmppdctl status`` read."""
+
+    def __init__(self, router, store, c2s=None):
+        self.router = router
+        self.store = store
+        self.c2s = c2s
+
+    def connection_states(self):
+        states = {"unauthenticated": 0, "bound": 0}
+        streams = getattr(self.c2s, "streams", None) or ()
+        for xs in list(streams):
+            states["bound" if getattr(xs, "bound", False) else "unauthenticated"] += 1
+        return states
+
+    def offline_count(self):
+        try:
+            return self.store.db.query("SELECT COUNT(*) FROM offline_messages")[0][0]
+        except Exception:
+            return float("nan")
+
+    def writer_queue(self):
+        writer = getattr(self.store, "writer", None)
+        return getattr(writer, "pending", 0)
+
+
+def make_registry(server):
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(server))
+    registry.register(COMMIT_SECONDS)
+    registry.register(REACTOR_LAG)
+    try:
+        ProcessCollector(namespace="xmppd", registry=registry)
+    except Exception:      # no /proc (not Linux): no process figures
+        pass
+    return registry
+
+
+class LagProbe:
+    """Measures reactor lag: how much later than asked a timer runs."""
+
+    def __init__(self, interval=LAG_INTERVAL):
+        self.interval = interval
+        self._call = None
+        self._expected = None
+        self.last = 0.0
+
+    def start(self):
+        self._expected = time.monotonic() + self.interval
+        self._call = reactor.callLater(self.interval, self._tick)
+
+    def _tick(self):
+        now = time.monotonic()
+        self.last = lag = max(0.0, now - self._expected)
+        REACTOR_LAG.observe(lag)
+        self._expected = now + self.interval
+        self._call = reactor.callLater(self.interval, self._tick)
+
+    def stop(self):
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+def render(registry, accept=""):
+    """(body, content type) for a scrape; OpenMetrics when the Accept header asks for it."""
+    from prometheus_client import exposition
+    encoder, content_type = exposition.choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def metrics_resource(registry):
+    """A twisted.web resource serving ``registry`` (mount it at /metrics)."""
+    from twisted.web import resource
+
+    class Metrics(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            accept = (request.getHeader("accept") or "")
+            body, ctype = render(registry, accept)
+            request.setHeader(b"content-type", ctype.encode())
+            return body
+
+    return Metrics()
+
+
+def listen(cfg, registry):
+    """Serve /metrics on ``cfg.metrics_interface:cfg.metrics_port`` (a twisted.web Site)."""
+    from twisted.web import resource, server
+    root = resource.Resource()
+    root.putChild(b"metrics", metrics_resource(registry))
+    site = server.Site(root)
+    site.noisy = False
+    site.log = lambda request: None    # no access log line per scrape
+    return reactor.listenTCP(cfg.metrics_port, site, interface=cfg.metrics_interface)
+
+
+class MetricsService(service.Service):
+    """Starts the lag probe and, when ``metrics_port`` is set, the /metrics listener."""
+
+    def __init__(self, cfg, server):
+        self.cfg = cfg
+        self.server = server
+        self.registry = make_registry(server)
+        self.lag = LagProbe()
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        STATS.started = time.time()
+        self.lag.start()
+        if self.cfg.metrics_port:
+            self.port = listen(self.cfg, self.registry)
+            log.info("metrics listening on http://{iface}:{port}/metrics",
+                     iface=self.cfg.metrics_interface, port=self.port.getHost().port)
+
+    def stopService(self):
+        super().stopService()
+        self.lag.stop()
+        if self.port is not None:
+            d, self.port = self.port.stopListening(), None
+            return d
