@@ -138,7 +138,7 @@ def delete_account_data(db, cfg, username):
     from xmppd.storage.accounts import AccountStore
     from xmppd.storage.blocklist import BlocklistStore
     from xmppd.storage.offline import OfflineStore
-    with db.transaction():
+    with db.transaction():       # the stores' statements join this transaction
         AccountStore(db, cfg).delete(username)
         OfflineStore(db, cfg).delete_account(username)
         BlocklistStore(db, cfg).delete_account(username)
@@ -160,11 +160,10 @@ def set_setting(db, name, value):
 
 def clear_all_data(db):
     """Empty every table (``xmppdctl reset``): accounts, rooms, offline messages, settings..."""
-    tables = [r[0] for r in db.query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-    with db.transaction():
+    tables = db.tables()
+    with db.transaction() as conn:
         for t in tables:
-            db.execute(f'DELETE FROM "{t}"')
+            conn.execute(f'DELETE FROM "{t}"')
 
 
 def enqueue_request(db, command, arg):

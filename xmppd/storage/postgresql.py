@@ -93,6 +93,11 @@ MIGRATIONS = [
                        "sha1_stored_key BYTEA", "sha1_server_key BYTEA",
                        "sha256_stored_key BYTEA", "sha256_server_key BYTEA")
     ]),
+    (7, "server settings (message of the day)", [
+        """CREATE TABLE server_settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL)""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 
