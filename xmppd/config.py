@@ -32,6 +32,8 @@ class Config:
     storage: str = "sqlite"         # "sqlite" (in data_dir) | "postgresql" (storage_dsn)
     storage_dsn: str = ""           # libpq connection string or URI, for storage = "postgresql"
     trace: bool = False             # log every stanza in/out
+    log_format: str = "text"        # "text" | "json" (twistd: JSON lines on stdout)
+    log_level: str = "info"         # debug | info | warn | error | critical
     metrics_port: int = 0           # Prometheus /metrics on its own port; 0 = off
     metrics_interface: str = "127.0.0.1"
     allow_reset: bool = False       # xmppdctl reset may wipe the live server (test servers)
@@ -193,6 +195,11 @@ def _validate(cfg):
             except ValueError:
                 raise ConfigError(f"config key {key!r} must be an IP address"
                                   f" (e.g. 127.0.0.1, ::1, 0.0.0.0, ::), not {iface!r}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError(f"config key 'log_format' must be 'text' or 'json', not {cfg.log_format!r}")
+    if cfg.log_level not in ("debug", "info", "warn", "error", "critical"):
+        raise ConfigError("config key 'log_level' must be one of debug, info, warn, error,"
+                          f" critical, not {cfg.log_level!r}")
     for key in ("c2s_port", "component_port", "metrics_port"):
         if not 0 <= getattr(cfg, key) <= 65535:
             raise ConfigError(f"config key {key!r} must be between 0 and 65535,"

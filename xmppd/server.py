@@ -2,14 +2,16 @@
 from twisted.application import service
 
 
-def build(cfg):
+def build(cfg, load=None):
     """Return a MultiService holding every part of the server for ``cfg``.
 
     Wiring only; each layer lives in its own package:
-    storage -> router -> services (server's own IQs) -> muc component -> c2s.
+    storage -> router -> services (server's own IQs) -> muc component -> c2s,
+    then operations: metrics, systemd notification, reload on SIGHUP
+    (``load()`` re-reads the configuration; without it SIGHUP is ignored).
     """
     from xmppd.router import Router
-    from xmppd import metrics, storage, services
+    from xmppd import metrics, reload, storage, services, systemd
     from xmppd.stream import c2s
     from xmppd.muc import service as muc_service
 
@@ -31,5 +33,12 @@ def build(cfg):
     c2s_service.setServiceParent(root)
     root.router = router
     root.view = metrics.Server(router, store, c2s_service)
-    metrics.MetricsService(cfg, root.view).setServiceParent(root)
+    metrics_service = metrics.MetricsService(cfg, root.view)
+    metrics_service.setServiceParent(root)
+    notifier = systemd.SystemdService()
+    notifier.setServiceParent(root)
+    if load is not None:
+        root.reloader = reload.Reloader(cfg, load, router, c2s_service, router.muc, metrics_service,
+                                        notifier)
+        reload.ReloadService(root.reloader).setServiceParent(root)
     return root

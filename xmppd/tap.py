@@ -97,7 +97,7 @@ class Options(usage.Options):
                 direct = int(direct)
             except ValueError:
                 raise configmod.ConfigError(f"option --c2s-direct-tls-port must be a number, not {direct!r}")
-        overrides = {
+        self._overrides = {
             "domain": self["domain"], "muc_domain": self["muc-domain"],
             "c2s_port": port, "c2s_direct_tls_port": direct, "interface": self["interface"],
             "data_dir": self["data-dir"], "tls_cert": self["tls-cert"], "tls_key": self["tls-key"],
@@ -105,7 +105,11 @@ class Options(usage.Options):
             "insecure_auth": True if self["insecure-auth"] else None,
             "trace": True if self["trace"] else None,
         }
-        self.config = configmod.load(self["config"], overrides, extra_admins=self["admins"])
+        self.config = self.load_config()
+
+    def load_config(self):
+        """Read the config file and apply the flags (at start and on every reload)."""
+        return configmod.load(self["config"], self._overrides, extra_admins=self["admins"])
 
 
 class ServerService(service.MultiService):
@@ -116,10 +120,21 @@ class ServerService(service.MultiService):
     EX_OSERR; systemd's Restart=on-failure retries, as the port may free up).
     """
 
-    def __init__(self, tree):
+    def __init__(self, tree, cfg=None):
         super().__init__()
         tree.setServiceParent(self)
         self.router = getattr(tree, "router", None)
+        self.cfg = cfg
+
+    def setServiceParent(self, parent):
+        """Under twistd, hand it our log observer when the config asks for one (xmppd.logs)."""
+        super().setServiceParent(parent)
+        from xmppd import logs
+        if self.cfg is not None:
+            logs.set_level(self.cfg.log_level)
+            if logs.wanted(self.cfg) and hasattr(parent, "setComponent"):
+                from twisted.logger import ILogObserver
+                parent.setComponent(ILogObserver, logs.observer(self.cfg.log_format))
 
     def startService(self):
         try:
@@ -134,7 +149,7 @@ def makeService(options):
     from xmppd.server import build
     cfg = options.config
     try:
-        return ServerService(build(cfg))
+        return ServerService(build(cfg, options.load_config), cfg)
     except configmod.ConfigError as e:
         fail(str(e), EX_CONFIG)
     except OSError as e:
