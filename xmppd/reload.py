@@ -35,7 +35,7 @@ from xmppd.events import Event
 log = Logger(namespace="xmppd.reload")
 
 RESTART_ONLY = ("domain", "muc_domain", "data_dir", "storage", "storage_dsn", "components",
-                "component_port", "component_interface")
+                "component_port", "component_interface", "c2s_direct_tls_port")
 
 
 class Reloader:
@@ -67,10 +67,12 @@ class Reloader:
         cfg = self.cfg
         try:
             new = self.load()
-            tls_factory = None
+            tls_factory = direct_factory = None
             if self.c2s is not None:
                 from xmppd.stream import tls as tlsmod
                 tls_factory = tlsmod.context_factory(new)
+                if getattr(self.c2s, "direct_tls_factory", None) is not None:
+                    direct_factory = tlsmod.context_factory(new, b"xmpp-client")
         except configmod.ConfigError as e:
             log.error("reload rejected, keeping the running configuration: {err}", err=str(e))
             return False, f"rejected: {e}"
@@ -86,7 +88,7 @@ class Reloader:
         self.count += 1
         problems = []
         if self.c2s is not None:
-            problems += self._c2s(tls_factory, changed)
+            problems += self._c2s(tls_factory, direct_factory, changed)
         if self.muc is not None:
             self._muc(changed)
         if self.metrics is not None and changed & {"metrics_port", "metrics_interface"}:
@@ -101,10 +103,15 @@ class Reloader:
             return False, "; ".join(problems)
         return True, "reloaded" + (f" ({', '.join(sorted(changed))})" if changed else "")
 
-    def _c2s(self, tls_factory, changed):
+    def _c2s(self, tls_factory, direct_factory, changed):
         from xmppd.stream import limits
         c2s, cfg = self.c2s, self.cfg
-        c2s.tls_factory = tls_factory
+        # The listeners hold the factory objects and ask them for a context per
+        # connection: swapping the context inside serves the new certificate.
+        c2s.tls_factory._ctx = tls_factory._ctx
+        c2s.tls_factory.cert_path = tls_factory.cert_path
+        if direct_factory is not None:
+            c2s.direct_tls_factory._ctx = direct_factory._ctx
         c2s.encryption_required = cfg.encryption_required
         c2s.exempt = limits.Exempt(cfg.limits_exempt)
         c2s.conn_limit.limit = cfg.max_connections_per_ip

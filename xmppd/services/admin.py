@@ -6,7 +6,8 @@ XEP-0133 §5 leaves visibility to the server) and only they may run them
 (``forbidden`` otherwise, XEP-0050 §4.4). The commands (XEP-0133 §4):
 
 * add-user, delete-user, change-user-password (§4.1, §4.2, §4.7): the same
-  credential code as ``xmppdctl`` (:mod:`xmppd.storage.accounts`), deletion
+  credential derivation as ``xmppdctl`` (``AccountStore._derive``: SCRAM
+  keys, computed in a thread), deletion
   through :func:`xmppd.storage.delete_account_data` (every per-account
   table), and a deleted account's sessions are closed;
 * end-user-session (§4.6): a bare JID ends every session of the account, a
@@ -32,7 +33,7 @@ from wokkel.data_form import Field, Form, Option
 
 from xmppd import adhoc, jid as jidlib, storage
 from xmppd.adhoc import NS_COMMANDS, Outcome, first
-from xmppd.storage.accounts import AccountError, hash_password, prepare_username
+from xmppd.storage.accounts import AccountError, prepare_username
 from xmppd.storage.db import error_condition
 
 NS_ADMIN = "http://jabber.org/protocol/admin"
@@ -69,6 +70,11 @@ class Context:
         self.router, self.cfg, self.store = router, cfg, store
         self.motd = None
         self.motd_sent = weakref.WeakSet()
+
+    def derive(self, password):
+        """SCRAM credentials for ``password`` (as xmppdctl stores them), derived off the reactor."""
+        from xmppd.storage.accounts import AccountStore
+        return threads.deferToThread(AccountStore(None, self.cfg)._derive, password)
 
     # -- helpers shared with the admin socket (xmppdctl kick/announce/reset) --
 
@@ -228,8 +234,8 @@ class AddUser(AdminCommand):
             raise _Invalid("password-verify: the passwords do not match")
         if ctx.store.accounts.exists(username):
             raise AccountError("Account already exists")
-        d = threads.deferToThread(hash_password, password)
-        d.addCallback(lambda h: ctx.store.accounts.create(username, None, password_hash=h))
+        d = ctx.derive(password)
+        d.addCallback(lambda creds: ctx.store.accounts.create(username, None, credentials=creds))
 
         def created(_):
             log.info("account {user}@{domain} created by {actor}", user=username,
@@ -290,7 +296,8 @@ class ChangePassword(AdminCommand):
         password = _text(values, "password")
         if not ctx.store.accounts.exists(username):
             raise AccountError("User does not exist")
-        d = ctx.store.accounts.passwd(username, password)
+        d = ctx.derive(password)
+        d.addCallback(lambda creds: ctx.store.accounts.passwd(username, None, credentials=creds))
 
         def changed(_):
             log.info("password of {user}@{domain} changed by {actor}", user=username,
