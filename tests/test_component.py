@@ -355,3 +355,63 @@ def test_config_rejects_bad_component_entries(tmp_path):
         p.write_text(text)
         with pytest.raises(ConfigError, match=msg):
             config.load(str(p))
+
+
+# -- XEP-0033 multicast from a component --------------------------------------------
+
+NS_ADDRESS = "http://jabber.org/protocol/address"
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+
+
+def _bcc(*jids):
+    return f"<addresses xmlns='{NS_ADDRESS}'>" + "".join(
+        f"<address type='bcc' jid='{j}'/>" for j in jids) + "</addresses>"
+
+
+def test_multicast_fans_out_to_every_bcc_recipient(server, comp, client):
+    bot = comp()
+    bot.handshake()
+    a, b = client("mc1"), client("mc2")
+    gw = comp()
+    gw.handshake("gw.localhost", "other-secret")
+    bot.send(f"<message from='room@bot.localhost/n' to='localhost' type='groupchat' id='mc'>"
+             f"<body>to all &amp; more</body>"
+             + _bcc(a.full, b.full, "mc3@localhost/gone", "someone@gw.localhost/x") + "</message>")
+    for c in (a, b):
+        el = c.next()
+        assert el.get("id") == "mc" and el.get("to") == c.full
+        assert el.findtext(f"{C}body") == "to all & more"
+        assert el.find(f"{{{NS_ADDRESS}}}addresses") is None          # bcc: never shown
+        assert el.get("from") == "room@bot.localhost/n"
+    el = gw.next()                                                     # another component
+    assert el.get("to") == "someone@gw.localhost/x" and el.findtext(
+        "{jabber:component:accept}body") == "to all & more"
+
+
+def test_multicast_refusals(server, comp, client):
+    bot = comp()
+    bot.handshake()
+    bot.send("<message from='bot.localhost' to='localhost' id='bad'><body>x</body>"
+             f"<addresses xmlns='{NS_ADDRESS}'><address type='to' jid='a@localhost/r'/></addresses>"
+             "</message>")
+    err = bot.next()
+    assert err.get("id") == "bad" and err.get("type") == "error"
+    assert err.find("{jabber:component:accept}error/"
+                    "{urn:ietf:params:xml:ns:xmpp-stanzas}bad-request") is not None
+    many = _bcc(*[f"u{i}@localhost/r" for i in range(1001)])           # > component_multicast_max
+    bot.send(f"<message from='bot.localhost' to='localhost' id='many'><body>x</body>{many}</message>")
+    err = bot.next()
+    assert err.get("id") == "many" and err.find(
+        "{jabber:component:accept}error/{urn:ietf:params:xml:ns:xmpp-stanzas}not-acceptable") is not None
+
+
+def test_multicast_is_offered_to_components_only(server, comp, client):
+    bot = comp()
+    bot.handshake()
+    bot.send(f"<iq type='get' from='bot.localhost' to='localhost' id='di'><query xmlns='{DISCO_INFO}'/></iq>")
+    feats = {f.get("var") for f in bot.next().iter(f"{{{DISCO_INFO}}}feature")}
+    assert NS_ADDRESS in feats
+    c = client("discoverer")
+    c.send(f"<iq type='get' to='localhost' id='di'><query xmlns='{DISCO_INFO}'/></iq>")
+    feats = {f.get("var") for f in c.next().iter(f"{{{DISCO_INFO}}}feature")}
+    assert NS_ADDRESS not in feats and "urn:xmpp:ping" in feats

@@ -127,6 +127,7 @@ def test_room_works_and_host_lists_it_while_connected(xmppd_host, muc_for):
     muc = muc_for(xmppd_host.component_port)
     _attached[0] += 1
     _wait_component(xmppd_host, _attached[0])
+    muc.wait_for_log(r"localhost offers multicast \(XEP-0033\)")    # broadcasts as one stanza
     c.send(f"<iq type='get' to='localhost' id='i1'><query xmlns='{disco}'/></iq>")
     assert MUC_DOMAIN in {i.get("jid") for i in c.next().iter(f"{{{disco}}}item")}
     c.send(f"<presence to='r1@{MUC_DOMAIN}/Me'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
@@ -222,6 +223,7 @@ def _prosody_params():
 @pytest.mark.parametrize("path", _prosody_params())
 def test_scenario_behind_prosody(prosody, muc_for, path):
     muc = muc_for(prosody.component_port)
+    assert "offers multicast" not in muc.log()       # Prosody: one stanza per recipient
     result = run_file(path, host="127.0.0.1", port=prosody.port, timeout=5)
     assert result.ok, (f"{result.failure.report()}\n--- xmppd-muc log ---\n{muc.log()[-3000:]}"
                        f"\n--- prosody log ---\n{prosody.log()[-2000:]}")

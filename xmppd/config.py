@@ -65,6 +65,7 @@ class Config:
     component_port: int = 5347
     component_interface: str = "127.0.0.1"
     component_read_rate_limit: int = 8 * 1024 * 1024  # bytes/s per component (2 s burst); 0 = off
+    component_multicast_max: int = 1000  # XEP-0033 bcc recipients per stanza from a component; 0 = off
 
     def __post_init__(self):
         if not self.muc_domain:

@@ -15,6 +15,14 @@ item-not-found) and whether a recipient is still online (the host server
 drops or bounces; bounces come back as errors and the room handles them as
 it does for the built-in service).
 
+Through a server that offers XEP-0033 multicast to components (xmppd
+does: ``http://jabber.org/protocol/address`` in the disco#info it gives a
+component), ``route_many`` sends one stanza to the server's domain with the
+recipients as ``bcc`` addresses (at most :data:`MULTICAST_CHUNK` each), and
+the server fans it out like the built-in MUC. Other servers (Prosody) get
+one stanza per recipient. The server's domain is taken to be the
+component's parent domain (conference.example.org -> example.org).
+
 The connection is wokkel's ``Component`` (handshake by Twisted's
 ``ComponentInitiatingInitializer``), reconnecting with a capped back-off;
 incoming stanzas are moved into ``jabber:client`` before the MUC sees them
@@ -34,6 +42,9 @@ from xmppd.stream import limits
 from xmppd.stream.serialize import to_bytes
 
 log = Logger(namespace="xmppd.muc.link")
+NS_ADDRESS = "http://jabber.org/protocol/address"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+MULTICAST_CHUNK = 500          # recipients per multicast stanza (xmppd accepts 1000 by default)
 MAX_RECONNECT_DELAY = 10.0     # seconds between attempts once the host server is gone
 
 
@@ -77,6 +88,7 @@ class ComponentLink(XMPPHandler):
         self.sessions = _RemoteSessions(self)
         self.transport = None
         self.dropped = 0
+        self.multicast_to = None     # the server's domain once it offered XEP-0033 to us
 
     @property
     def connected(self):
@@ -106,7 +118,26 @@ class ComponentLink(XMPPHandler):
 
         xs.dispatch = dispatch
         self.transport = xs.transport
-        log.info("xmppd-muc: connected as {domain}", domain=xs.thisEntity.full())
+        self.multicast_to = None
+        domain = xs.thisEntity.full()
+        log.info("xmppd-muc: connected as {domain}", domain=domain)
+        server = domain.split(".", 1)[1] if "." in domain else None
+        if server:
+            iq = xmlstream.IQ(xs, "get")
+            iq["to"], iq["from"] = server, domain
+            iq.addElement((NS_DISCO_INFO, "query"))
+            iq.send().addCallbacks(lambda r: self._server_info(xs, server, r), lambda f: None)
+
+    def _server_info(self, xs, server, result):
+        if xs is not self.xmlstream:
+            return
+        q = result.firstChildElement()
+        features = {f.getAttribute("var") for f in q.elements() if f.name == "feature"} \
+            if q is not None else set()
+        if NS_ADDRESS in features:
+            self.multicast_to = server
+            log.info("xmppd-muc: {server} offers multicast (XEP-0033): room broadcasts go as one "
+                     "stanza", server=server)
 
     def connectionLost(self, reason):
         if self.transport is not None:
@@ -124,6 +155,10 @@ class ComponentLink(XMPPHandler):
         self.write(to_bytes(el))
 
     def route_many(self, el, recipients):
+        if self.multicast_to is not None:
+            recipients = list(recipients)
+            if len(recipients) > 1:
+                return self._multicast(el, recipients)
         el.attributes["to"] = "\x00"
         data = to_bytes(el)
         del el.attributes["to"]
@@ -135,6 +170,29 @@ class ComponentLink(XMPPHandler):
         esc = domish.escapeToXml
         for r in recipients:
             write(head + esc(r, 1).encode("utf-8") + tail)
+
+
+    def _multicast(self, el, recipients):
+        """One stanza to the server per MULTICAST_CHUNK recipients (XEP-0033 bcc)."""
+        if self.transport is None:
+            self.dropped += 1
+            return
+        el.attributes["to"] = self.multicast_to
+        mark = domish.SerializedXML("\x01")
+        el.children.append(mark)
+        try:
+            data = to_bytes(el)
+        finally:
+            el.children.remove(mark)
+            del el.attributes["to"]
+        head, tail = data.split(b"\x01", 1)
+        esc = domish.escapeToXml
+        write = self.transport.write
+        for i in range(0, len(recipients), MULTICAST_CHUNK):
+            addrs = b"".join(b"<address type='bcc' jid='%s'/>" % esc(r, 1).encode("utf-8")
+                             for r in recipients[i:i + MULTICAST_CHUNK])
+            write(head + b"<addresses xmlns='" + NS_ADDRESS.encode() + b"'>" + addrs
+                  + b"</addresses>" + tail)
 
 
 EX_CONFIG = 78

@@ -11,6 +11,17 @@ cannot answer). The same limits as for clients apply: the stanza size
 pre-auth timeout, connections per IP and a read rate
 (``component_read_rate_limit``) outside ``limits_exempt``.
 
+Fan-out (XEP-0033 extended stanza addressing, for components only): a
+component may send one stanza to the server's domain with
+``<addresses xmlns='http://jabber.org/protocol/address'>`` listing up to
+``component_multicast_max`` ``bcc`` recipients; the server removes the
+addresses and delivers a copy to each, serialised once with ``to``
+patched per local session (``router.route_many``, the built-in MUC's fast
+path). This is how ``xmppd-muc`` broadcasts room traffic through xmppd.
+The feature is shown in disco#info only to connected components (clients
+cannot use it). Local full JIDs without a session are dropped, as in
+``route_many``; other recipients get an ordinary routed copy.
+
 Stream errors (RFC 6120 §4.9.3, XEP-0114 §3):
 ``host-unknown`` for a domain that is not configured, ``not-authorized``
 for a wrong handshake, ``conflict`` for a second connection for a domain
@@ -26,6 +37,7 @@ from twisted.application import service
 from twisted.internet import protocol, reactor
 from twisted.logger import Logger
 from twisted.words.xish import domish
+from wokkel import generic
 
 from xmppd import jid as jidlib
 from xmppd.component import NS_COMPONENT, NS_STREAMS, handshake_digest, rehome
@@ -35,6 +47,7 @@ from xmppd.stream.serialize import to_bytes
 
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 STANZAS = frozenset(("message", "presence", "iq"))
+NS_ADDRESS = "http://jabber.org/protocol/address"
 CLOSE_GRACE = 10.0
 
 log = Logger(namespace="xmppd.component")
@@ -215,10 +228,45 @@ class ComponentStream(protocol.Protocol):
             return
         rehome(el)
         try:
+            if to == self.router.domain and name != "iq" and self.cfg.component_multicast_max:
+                for c in el.elements():
+                    if c.name == "addresses" and c.uri == NS_ADDRESS:
+                        self.multicast(el, c)
+                        return
             self.router.route(el)
         except Exception:
             log.failure("component {domain}: routing failed for {xml}", domain=self.domain,
                         xml=redact(el.toXml())[:2000])
+
+    def multicast(self, el, addresses):
+        """XEP-0033 bcc fan-out of ``el`` (see the module docstring)."""
+        el.children.remove(addresses)
+        router = self.router
+        local, other = [], []
+        for a in addresses.elements():
+            if a.name != "address" or a.uri != NS_ADDRESS:
+                continue
+            jid = a.getAttribute("jid")
+            j = jidlib.parse_or_none(jid) if jid and a.getAttribute("type") == "bcc" else None
+            if j is None:     # only bcc to a JID is offered (§4.6: no uri/node/delivered)
+                router.bounce(el, "bad-request", text="only bcc addresses with a jid")
+                return
+            (local if j.host == router.domain and j.resource is not None else other).append(j.full())
+        if len(local) + len(other) > self.cfg.component_multicast_max:
+            router.bounce(el, "not-acceptable", text="too many addresses")
+            return
+        if local:
+            router.route_many(el, local)
+        if other:
+            el.attributes["to"] = "\x00"
+            head, tail = to_bytes(el).split(b"\x00", 1)
+            for jid in other:
+                copy = generic.parseXml(b"<s xmlns='%s'>" % NS_COMPONENT.encode() + head
+                                        + domish.escapeToXml(jid, 1).encode() + tail + b"</s>")
+                copy = copy.firstChildElement()
+                copy.parent = None
+                rehome(copy)
+                router.route(copy)
 
     def on_handshake(self, el):
         if el.name != "handshake" or el.uri != NS_COMPONENT:
@@ -312,6 +360,11 @@ class ComponentService(service.Service):
         self.conn_limit = limits.ConnectionsPerIP(cfg.max_connections_per_ip)
         self.port = None
         router.components = self.connected
+        if cfg.component_multicast_max:
+            features = getattr(router, "component_features", None)
+            if features is None:
+                features = router.component_features = []
+            features.append(NS_ADDRESS)
         for domain in self.secrets:
             router.routes[domain] = Offline(router, domain)
 

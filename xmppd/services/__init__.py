@@ -70,6 +70,9 @@ class ServerServices:
         if target is None:
             ident["category"], ident["type"], ident["name"] = "server", "im", "xmppd"
             features = self.router.server_features
+            frm = iq.getAttribute("from") or ""
+            if frm.rpartition("@")[2].partition("/")[0] in getattr(self.router, "components", ()):
+                features = features + getattr(self.router, "component_features", [])  # component/
         else:
             ident["category"], ident["type"] = "account", "registered"
             features = self.router.account_features
