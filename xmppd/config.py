@@ -48,6 +48,10 @@ class Config:
     max_auth_failures_per_account: int = 5   # in auth_failure_window -> temporary-auth-failure
     max_auth_failures_per_ip: int = 20
     auth_failure_window: int = 300      # seconds; 0 = no login throttling
+    allow_registration: bool = False    # XEP-0077 in-band registration of new accounts
+    max_registrations_per_ip: int = 5   # per registration_window; 0 = unlimited
+    registration_window: int = 3600     # seconds
+    accounts: list = field(default_factory=list)  # [{"name": ..., "password": ...}] created at start
     scram_iterations: int = 10000       # PBKDF2 rounds for new SCRAM keys (RFC 5802), 4096..10000000
     limits_exempt: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # per-IP limits skip these
     max_resources_per_account: int = 16
@@ -147,6 +151,8 @@ def _check_type(key, value):
         return "true" if value else "false"     # `require_encryption = true` reads naturally
     if key == "components":
         return _check_components(value)
+    if key == "accounts":
+        return _check_accounts(value)
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key {key!r} must be a list of strings")
@@ -155,6 +161,31 @@ def _check_type(key, value):
         raise ConfigError(f"config key {key!r} must be of type {expected.__name__},"
                           f" not {type(value).__name__} ({value!r})")
     return value
+
+
+def _check_accounts(value):
+    """``[[accounts]]`` tables (name, password) or ``--user NAME:PASSWORD`` strings."""
+    if not isinstance(value, list):
+        raise ConfigError("config key 'accounts' must be a list of tables ([[accounts]] with name"
+                          " and password)")
+    out = []
+    for entry in value:
+        if isinstance(entry, str):
+            name, sep, password = entry.partition(":")
+            entry = {"name": name, "password": password} if sep else {"name": name}
+        if not isinstance(entry, dict) or set(entry) - {"name", "password"}:
+            raise ConfigError("config key 'accounts': each entry has a name and a password")
+        name, password = entry.get("name"), entry.get("password")
+        if not isinstance(name, str) or not name or not isinstance(password, str) or not password:
+            raise ConfigError(f"config key 'accounts': {name!r} needs a name and a non-empty password"
+                              " (--user NAME:PASSWORD)")
+        try:
+            from xmppd.storage.accounts import AccountError, prepare_username
+            name = prepare_username(name.split("@", 1)[0])
+        except AccountError as e:
+            raise ConfigError(f"config key 'accounts': {e}")
+        out.append({"name": name, "password": password})
+    return out
 
 
 def _check_components(value):

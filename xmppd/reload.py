@@ -35,7 +35,8 @@ from xmppd.events import Event
 log = Logger(namespace="xmppd.reload")
 
 RESTART_ONLY = ("domain", "muc_domain", "data_dir", "storage", "storage_dsn", "components",
-                "component_port", "component_interface", "c2s_direct_tls_port")
+                "component_port", "component_interface", "c2s_direct_tls_port",
+                "allow_registration", "max_registrations_per_ip", "registration_window", "accounts")
 
 
 class Reloader:

@@ -18,6 +18,9 @@ def build(cfg, load=None):
     root = service.MultiService()
     store = storage.open_storage(cfg)
     store.setServiceParent(root)
+    if cfg.accounts:
+        from xmppd.storage.accounts import provision
+        provision(store.db, cfg)
     router = Router(cfg)
     services.install(router, cfg, store)
     if any(c["domain"] == cfg.muc_domain for c in cfg.components):

@@ -65,6 +65,13 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["admins"] = []
+        self["users"] = []
+
+    def opt_user(self, spec):
+        """A test account NAME:PASSWORD created (or its password reset) at start, for client
+        test suites; repeatable, added to the config file's [[accounts]]. The password is
+        visible in the process list: development only."""
+        self["users"].append(spec)
 
     def opt_admin(self, jid):
         """A service administrator (bare JID, e.g. admin@localhost): owner rights in every room.
@@ -109,7 +116,10 @@ class Options(usage.Options):
 
     def load_config(self):
         """Read the config file and apply the flags (at start and on every reload)."""
-        return configmod.load(self["config"], self._overrides, extra_admins=self["admins"])
+        cfg = configmod.load(self["config"], self._overrides, extra_admins=self["admins"])
+        if self["users"]:
+            cfg.accounts = cfg.accounts + configmod._check_accounts(self["users"])
+        return cfg
 
 
 class ServerService(service.MultiService):

@@ -40,7 +40,6 @@ class AuthService:
         self.cfg = cfg
         self.accounts = accounts
         self.throttle = throttle
-        self.iterations = cfg.scram_iterations
         self.secret = credmod.ServerSecret(cfg.data_dir)
         # Password checks (PBKDF2; scrypt for not-yet-upgraded accounts, 16 MiB
         # each) get their own small pool: one thread per core is all the CPU.
@@ -51,6 +50,10 @@ class AuthService:
         self._hashes = {}
         # An unknown user's proof is checked against random keys: it always fails.
         self._fake_keys = {h: (os.urandom(32), None) for h in credmod.HASHES}
+
+    @property
+    def iterations(self):
+        return self.cfg.scram_iterations      # read live: a reload may change it
 
     def start(self):
         self.pool.start()

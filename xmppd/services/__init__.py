@@ -146,8 +146,9 @@ class ServerServices:
 def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
-    from xmppd.services import admin, admin_requests, blocking, carbons, offline
+    from xmppd.services import admin, admin_requests, blocking, carbons, offline, register
     offline.install(router, cfg, store)
+    register.install(router, cfg, store)
     blocking.install(router, cfg, store)
     carbons.install(router, cfg)
     admin_requests.install(router, cfg, store)

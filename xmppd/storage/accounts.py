@@ -180,6 +180,28 @@ class AccountStore:
         return ok and legacy is not None
 
 
+def provision(db, cfg, log=None):
+    """Create the ``[[accounts]]`` / ``--user`` test accounts, idempotently, before serving.
+
+    An existing account whose password differs gets the configured one, so
+    a client's test suite can always log in with the credentials it knows.
+    Runs at start-up, before the writer thread and the listeners.
+    """
+    if log is None:
+        from twisted.logger import Logger
+        log = Logger(namespace="xmppd.storage")
+    store = AccountStore(db, cfg)
+    for entry in cfg.accounts:
+        name, password = entry["name"], entry["password"]
+        if not store.exists(name):
+            store.create(name, password)
+            log.info("accounts: created test account {user}@{domain}", user=name, domain=cfg.domain)
+        elif not store.check(name, password):
+            store.passwd(name, password)
+            log.info("accounts: reset the password of test account {user}@{domain}",
+                     user=name, domain=cfg.domain)
+
+
 class AsyncAccountStore(AccountStore):
     """The server's account store: lookups on the reactor's connection (one indexed row,
     never blocked by the writer in WAL mode), writes on the writer thread.

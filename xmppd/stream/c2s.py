@@ -163,6 +163,9 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
                     self.failed("aborted")
                 else:
                     self.failed("malformed-request")
+            elif (uri == NS_CLIENT and name == "iq" and self.service.registration is not None
+                    and self.service.registration.wants(el)):
+                self.onRegister(el)
             elif uri == NS_CLIENT:
                 xs.streamError("not-authorized")
             else:
@@ -204,6 +207,15 @@ class C2SAuthenticator(xmlstream.ListenAuthenticator):
         if self.exchange is None:
             self.exchange = self.service.auth.exchange(self.tls_conn(), xs.limited_ip)
         self.step(self.exchange.start(el.attributes.get("mechanism"), str(el)))
+
+    def onRegister(self, iq):
+        """XEP-0077 §3.1 before authentication (xmppd.services.register answers)."""
+        xs = self.xmlstream
+        if "id" not in iq.attributes:
+            xs.streamError("bad-format", "iq without id")
+            return
+        self.service.registration.preauth(iq, xs.limited_ip, self.tls,
+                                          self.service.encryption_required, xs.write_element)
 
     def step(self, d):
         """Wait for one SASL step of :mod:`xmppd.auth`; refuse pipelined data meanwhile."""
@@ -776,6 +788,7 @@ class C2SService(service.Service):
                                                  cfg.max_auth_failures_per_ip,
                                                  cfg.auth_failure_window)
         self.auth = AuthService(cfg, store.accounts, self.auth_throttle)
+        self.registration = getattr(router, "registration", None)   # XEP-0077, when allowed
         self._features = {}   # (tls done, mechanisms offered) -> features bytes before authentication
         self.streams = set()
         self.port = None
@@ -797,8 +810,11 @@ class C2SService(service.Service):
             key = (tls, self.auth.offer(tls_conn))
         data = self._features.get(key)
         if data is None:
-            data = self._features[key] = _features(
-                not tls, self.encryption_required, key[1] and self.auth.features(tls_conn))
+            mechanisms = key[1] and self.auth.features(tls_conn)
+            if mechanisms and self.registration is not None:
+                from xmppd.services.register import FEATURE
+                mechanisms += FEATURE
+            data = self._features[key] = _features(not tls, self.encryption_required, mechanisms)
         return data
 
     def startService(self):
