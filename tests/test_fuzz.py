@@ -49,6 +49,9 @@ CORPUS = [
     "<iq type='get' id='d2' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
     "<iq type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
     "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+    "<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>",
+    "<iq type='set' id='reg2'><query xmlns='jabber:iq:register'><username>other</username>"
+    "<password>x</password></query></iq>",
     "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
     "<iq type='get' id='u1' to='other@localhost'><query xmlns='urn:x:unknown'/></iq>",
     "<iq type='result' id='r2' to='other@localhost/r'/>",
