@@ -80,10 +80,29 @@ class Carbons:
 
     def install(self):
         self.router.iq_handlers[NS] = self.on_iq
-        hooks = self.router.hooks
-        hooks.add("message/delivered", self.on_delivered)
-        hooks.add("client/message", self.on_sent)
         self.router.server_features.append(NS)
+        self.enabled = set()         # sessions with carbons on
+        self._hooked = False
+        self._hooks = (("message/delivered", self.on_delivered), ("client/message", self.on_sent))
+
+    def _sync_hooks(self):
+        """The copy hooks cost every message an event: registered only while someone uses carbons."""
+        want = bool(self.enabled)
+        if want == self._hooked:
+            return
+        hooks = self.router.hooks
+        for name, fn in self._hooks:
+            if want:
+                hooks.add(name, fn)
+            else:
+                hooks.remove(name, fn)
+        self._hooked = want
+
+    def forget(self, session):
+        """A session ended (the session layer's ``session-unbound``)."""
+        if session in self.enabled:
+            self.enabled.discard(session)
+            self._sync_hooks()
 
     def on_iq(self, iq, child, target):
         """§3/§4: enable or disable for the requesting resource; idempotent (§9.1)."""
@@ -92,7 +111,12 @@ class Carbons:
         session = self.router.sessions.full.get(iq.getAttribute("from") or "")
         if session is None or (target is not None and target != session.bare):
             raise StanzaError("not-allowed", type="cancel")
-        session.carbons = child.name == "enable"
+        on = session.carbons = child.name == "enable"
+        if on:
+            self.enabled.add(session)
+        else:
+            self.enabled.discard(session)
+        self._sync_hooks()
         return None
 
     def on_delivered(self, ev):
@@ -145,4 +169,5 @@ class Carbons:
 def install(router, cfg):
     svc = Carbons(router, cfg)
     svc.install()
+    router.carbons = svc
     return svc
