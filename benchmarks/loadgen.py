@@ -16,7 +16,11 @@ boundaries are handled by keeping the last few bytes of the previous chunk.
 
 Groups::
 
-    login   logins/s plain, memory per idle authenticated connection, logins/s over STARTTLS
+    login   logins/s with real stored accounts: PLAIN and, with --scram, SCRAM-SHA-256 and
+            SCRAM-SHA-1 (each only if the server offers it), over plaintext and STARTTLS;
+            server RSS after 20 warm-up logins, memory per idle authenticated connection.
+            SCRAM clients cache SaltedPassword per (hash, salt, iterations) as real clients do,
+            so the generator pays PBKDF2 once, not per login.
     chat    1:1 chat delivered/s (pairs, a window of messages in flight per direction)
     mucfill MUC joins/s while filling rooms, memory per occupant
     muc     MUC groupchat delivered/s (10 % of occupants send, each waits for its own echo),
@@ -27,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -210,6 +216,8 @@ class Generator:
         self.ssl.check_hostname = False
         self.ssl.verify_mode = ssl.CERT_NONE
         self.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.salted = {}   # (hash, salt b64, iterations) -> (ClientKey, StoredKey): one PBKDF2 each
+        self.offered = None  # mechanisms in the first stream features seen
         self.delivered = 0
         self.sent = 0      # messages sent by the traffic loops
         self.errors = 0    # type='error' stanzas seen during traffic (a broken server is not fast)
@@ -218,12 +226,14 @@ class Generator:
     def jid(self, idx: int) -> str:
         return f"user{idx}@{self.domain}/b"
 
-    async def login(self, idx: int, tls: bool = False) -> Client:
-        """connect, stream, [STARTTLS], SASL PLAIN, bind, initial presence (acked by a ping)."""
+    async def login(self, idx: int, tls: bool = False, mech: str = "PLAIN") -> Client:
+        """connect, stream, [STARTTLS], SASL (PLAIN or SCRAM), bind, initial presence (acked by a ping)."""
         _, c = await self.loop.create_connection(lambda: Client(self, idx), self.host, self.port)
         try:
             c.send(self.header)
-            await c.expect(b"</stream:features>")
+            features = await c.expect(b"</stream:features>")
+            if self.offered is None:
+                self.offered = set(re.findall(rb"<mechanism>([^<]+)</mechanism>", features))
             if tls:
                 c.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
                 await c.expect(b"<proceed")
@@ -231,8 +241,11 @@ class Generator:
                 c.transport = await self.loop.start_tls(c.transport, c, self.ssl, server_hostname=self.domain)
                 c.send(self.header)
                 await c.expect(b"</stream:features>")
-            cred = base64.b64encode(f"\0user{idx}\0{self.args.password}".encode())
-            c.send(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + cred + b"</auth>")
+            if mech == "PLAIN":
+                cred = base64.b64encode(f"\0user{idx}\0{self.args.password}".encode())
+                c.send(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + cred + b"</auth>")
+            else:
+                await self.scram(c, idx, mech)
             await c.expect(b"<success")
             c.buf.clear()
             c.send(self.header)
@@ -250,12 +263,36 @@ class Generator:
             c.transport.abort()
             raise
 
-    async def login_many(self, idxs, concurrency: int, tls: bool = False):
+    async def scram(self, c: Client, idx: int, mech: str):
+        """RFC 5802 client side up to the client-final message; the caller waits for <success."""
+        h = "sha256" if mech == "SCRAM-SHA-256" else "sha1"
+        first_bare = f"n=user{idx},r={os.urandom(12).hex()}"
+        c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>"
+               f"{base64.b64encode(('n,,' + first_bare).encode()).decode()}</auth>".encode())
+        chunk = await c.expect(b"</challenge>")
+        server_first = base64.b64decode(chunk[chunk.index(b">") + 1:chunk.rindex(b"<")]).decode()
+        attrs = dict(a.split("=", 1) for a in server_first.split(","))
+        key = (h, attrs["s"], attrs["i"])
+        keys = self.salted.get(key)
+        if keys is None:
+            salted = hashlib.pbkdf2_hmac(h, self.args.password.encode(), base64.b64decode(attrs["s"]),
+                                         int(attrs["i"]))
+            client_key = hmac.digest(salted, b"Client Key", h)
+            keys = self.salted[key] = (client_key, hashlib.new(h, client_key).digest())
+        client_key, stored_key = keys
+        without_proof = f"c=biws,r={attrs['r']}"
+        sig = hmac.digest(stored_key, f"{first_bare},{server_first},{without_proof}".encode(), h)
+        proof = (int.from_bytes(client_key, "big") ^ int.from_bytes(sig, "big")).to_bytes(len(sig), "big")
+        final = f"{without_proof},p={base64.b64encode(proof).decode()}"
+        c.send(b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+               + base64.b64encode(final.encode()) + b"</response>")
+
+    async def login_many(self, idxs, concurrency: int, tls: bool = False, mech: str = "PLAIN"):
         sem = asyncio.Semaphore(concurrency)
 
         async def one(i):
             async with sem:
-                return await self.login(i, tls)
+                return await self.login(i, tls, mech)
 
         results = await asyncio.gather(*(one(i) for i in idxs), return_exceptions=True)
         clients = [r for r in results if isinstance(r, Client)]
@@ -374,7 +411,16 @@ async def measure_rate(gen: Generator, warmup: float, duration: float, server_pi
 async def group_login(gen: Generator, a):
     idxs = range(a.first, a.first + a.clients)
     await asyncio.sleep(0.5)
+    # 20 warm-up logins (every mechanism measured below), then the idle reading.
+    warm = range(a.first, a.first + 20)
+    for i, mech in enumerate(["PLAIN"] + (["SCRAM-SHA-256", "SCRAM-SHA-1"] if a.scram else [])):
+        if mech == "PLAIN" or gen.offered is None or mech.encode() in gen.offered:
+            clients, _ = await gen.login_many(warm[i::3] if a.scram else warm, a.concurrency, mech=mech)
+            await gen.close_all(clients, 0)
+    await asyncio.sleep(a.settle)
     rss0 = rss_kb(a.server_pid) if a.server_pid else None
+    if rss0 is not None:
+        emit("rss_idle", rss0 / 1024, "MB", None, after_warmup_logins=20)
     w = Window(a.server_pid).start()
     clients, failed = await gen.login_many(idxs, a.concurrency)
     w.stop()
@@ -394,6 +440,20 @@ async def group_login(gen: Generator, a):
         emit("logins_tls", len(clients) / w.elapsed, "logins/s", w, clients=len(clients), failed=failed,
              in_flight=a.concurrency)
         await gen.close_all(clients, 0.2)
+    if a.scram:
+        rounds = [("logins_scram_sha256", "SCRAM-SHA-256", False), ("logins_scram_sha1", "SCRAM-SHA-1", False)]
+        if not a.no_tls:
+            rounds.append(("logins_scram_sha256_tls", "SCRAM-SHA-256", True))
+        for key, mech, tls in rounds:
+            if mech.encode() not in (gen.offered or ()):
+                print(f"  {key}: the server does not offer {mech}; skipped", file=sys.stderr)
+                continue
+            w = Window(a.server_pid).start()
+            clients, failed = await gen.login_many(idxs, a.concurrency, tls=tls, mech=mech)
+            w.stop()
+            emit(key, len(clients) / w.elapsed, "logins/s", w, clients=len(clients), failed=failed,
+                 in_flight=a.concurrency)
+            await gen.close_all(clients, 0.2)
 
 
 async def group_chat(gen: Generator, a):
@@ -588,7 +648,9 @@ def parse_args(argv=None):
     p.add_argument("--first", type=int, default=1, help="first account number (user<first>)")
     p.add_argument("--clients", type=int, default=2000, help="login: clients to log in")
     p.add_argument("--concurrency", type=int, default=100, help="logins in flight")
-    p.add_argument("--no-tls", action="store_true", help="login: skip the STARTTLS round")
+    p.add_argument("--no-tls", action="store_true", help="login: skip the STARTTLS rounds")
+    p.add_argument("--scram", action="store_true",
+                   help="login: also SCRAM-SHA-256 and SCRAM-SHA-1 rounds (when the server offers them)")
     p.add_argument("--pairs", type=int, default=100, help="chat: sender/receiver pairs")
     p.add_argument("--window", type=int, default=10, help="chat: messages in flight per direction")
     p.add_argument("--rooms", type=int, default=20)

@@ -1,16 +1,15 @@
 """Start and stop the servers under test, each pinned to one CPU core.
 
-xmppd runs as a user would start it (``python -m twisted xmppd``) with ``--insecure-auth``:
-accounts that exist log in without a password check, which is the closest xmppd has to
-Prosody's plain-stored passwords (its real check is scrypt, ~50 ms by design). The accounts
-are created beforehand through xmppd's own storage API with one precomputed hash, so the
-first measured login does not pay for account creation.
-
-Prosody 0.12 runs from a private directory with the configuration that ``scripts/run-prosody``
-writes (loopback only, limits disabled, STARTTLS offered but not required), changed in one
-line to ``authentication = "internal_plain"`` (plain-stored passwords, as in issue 6), with
-the accounts written directly as Prosody data files (``prosodyctl register`` takes about a
-second per account).
+Both servers check real stored credentials (issue 9): no ``--insecure-auth``, no plain-stored
+passwords. xmppd runs as a user would start it (``python -m twisted xmppd``); its accounts
+hold SCRAM keys (SHA-1 and SHA-256) at ``scram_iterations`` = 10 000. Prosody 0.12 runs from a
+private directory with the configuration that ``scripts/run-prosody`` writes (loopback only,
+limits disabled, STARTTLS offered but not required) and ``authentication =
+"internal_hashed"`` (SCRAM-SHA-1 keys, 10 000 iterations, its default). Accounts are written
+directly (xmppd's storage API; Prosody data files: ``prosodyctl register`` takes about a
+second per account) with credentials derived once: every account has the same password and
+salt, which costs a server nothing less per login, and lets the generator's SaltedPassword
+cache (as real clients keep) hold one entry.
 """
 from __future__ import annotations
 
@@ -91,17 +90,24 @@ import sys
 import xmppd  # compat shim first
 from xmppd import config
 from xmppd.storage import open_storage
-from xmppd.storage.accounts import AccountError, hash_password
+from xmppd.auth.credentials import derive
+from xmppd.storage import open_database
+from xmppd.storage.accounts import AccountStore
 data_dir, n, password = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-store = open_storage(config.load(None, {"data_dir": data_dir}))
-have = set(store.accounts.list())
-h = hash_password(password)
+cfg = config.load(None, {"data_dir": data_dir})
+db = open_database(data_dir)
+accounts = AccountStore(db, cfg)
+have = set(accounts.list())
+creds = derive(password, cfg.scram_iterations, salt=b"xmppd-bench-salt")
 made = 0
-for i in range(1, n + 1):
-    if f"user{i}" not in have:
-        store.accounts.create(f"user{i}", None, password_hash=h)
-        made += 1
-store.db.close()
+with db.transaction():
+    for i in range(1, n + 1):
+        if f"user{i}" not in have:
+            accounts.create(f"user{i}", None, credentials=creds)
+            made += 1
+        else:
+            accounts.set_credentials(f"user{i}", creds)
+db.close()
 print(f"xmppd accounts: {made} created, {len(have)} existed")
 """
 
@@ -117,7 +123,7 @@ def start_xmppd(data_dir: Path, cpu: int | None, extra=()) -> Server:
     log = data_dir / "xmppd.log"
     out = open(log, "ab")
     cmd = pin(cpu) + [sys.executable, "-m", "twisted", "--log-format=text", "xmppd",
-                      "--c2s-port", str(port), "--data-dir", str(data_dir), "--insecure-auth",
+                      "--c2s-port", str(port), "--data-dir", str(data_dir),
                       "--require-encryption", "false", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=xmppd_env(), stdin=subprocess.DEVNULL, stdout=out,
                             stderr=subprocess.STDOUT)
@@ -127,7 +133,7 @@ def start_xmppd(data_dir: Path, cpu: int | None, extra=()) -> Server:
 
 
 XMPPD_COMMAND = ("python -m twisted --log-format=text xmppd --c2s-port PORT --data-dir DIR "
-                 "--insecure-auth --require-encryption false")
+                 "--require-encryption false")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,15 +158,24 @@ def prosody_version() -> str:
         return "?"
 
 
+PROSODY_SALT = "xmppd-bench-salt"
+ITERATIONS = 10_000
+
+
 def prepare_prosody(base: Path, accounts: int, domain: str = "localhost"):
-    """Write user1..userN as plain-stored Prosody accounts (the internal storage's file format)."""
+    """Write user1..userN as internal_hashed Prosody accounts (SCRAM-SHA-1 keys, hex, as
+    mod_auth_internal_hashed stores them), one derivation for all."""
+    import hashlib
+    import hmac
     acc = base / "data" / re.sub(r"\W", lambda m: "%%%02x" % ord(m.group()), domain) / "accounts"
     acc.mkdir(parents=True, exist_ok=True)
-    body = f'return {{\n\t["password"] = "{PASSWORD}";\n}};\n'
+    salted = hashlib.pbkdf2_hmac("sha1", PASSWORD.encode(), PROSODY_SALT.encode(), ITERATIONS)
+    client_key = hmac.digest(salted, b"Client Key", "sha1")
+    stored, server = hashlib.sha1(client_key).hexdigest(), hmac.digest(salted, b"Server Key", "sha1").hex()
+    body = (f'return {{\n\t["iteration_count"] = {ITERATIONS};\n\t["salt"] = "{PROSODY_SALT}";\n'
+            f'\t["server_key"] = "{server}";\n\t["stored_key"] = "{stored}";\n}};\n')
     for i in range(1, accounts + 1):
-        f = acc / f"user{i}.dat"
-        if not f.exists():
-            f.write_text(body)
+        (acc / f"user{i}.dat").write_text(body)
 
 
 def start_prosody(base: Path, cpu: int | None) -> Server:
@@ -169,11 +184,8 @@ def start_prosody(base: Path, cpu: int | None) -> Server:
     args = Namespace(debug=False, interface="127.0.0.1", port=port, auth="internal", tls=True,
                      domain="localhost")
     config = rp.write_config(args, base)
-    text = config.read_text()
-    text, n = re.subn(r'authentication = "internal_hashed"', 'authentication = "internal_plain"', text)
-    if n != 1:
-        raise RuntimeError("scripts/run-prosody's config no longer has internal_hashed auth to switch")
-    config.write_text(text)
+    if 'authentication = "internal_hashed"' not in config.read_text():
+        raise RuntimeError("scripts/run-prosody's config no longer uses internal_hashed auth")
     log = base / "prosody.log"
     out = open(base / "prosody.stdout", "ab")
     proc = subprocess.Popen(pin(cpu) + [rp.PROSODY, "-F", "--config", str(config)], cwd=base,
@@ -184,4 +196,4 @@ def start_prosody(base: Path, cpu: int | None) -> Server:
 
 
 PROSODY_COMMAND = ("prosody -F --config DIR/prosody.cfg.lua  (written by scripts/run-prosody's "
-                   "write_config, authentication = \"internal_plain\")")
+                   "write_config, authentication = \"internal_hashed\")")

@@ -65,3 +65,15 @@ def test_muc_groups_fill_rooms_and_measure_traffic_and_latency(server):
     assert lat["value"] > 0
     # Every probe reaches every occupant of the room (4 per message).
     assert lat["samples"] == lat["expected"]
+
+
+def test_login_group_with_real_accounts_and_scram(xmppd_server_factory):
+    users = [a for i in range(1, 21) for a in ("--user", f"user{i}:password")]
+    server = xmppd_server_factory("--require-encryption", "false", *users, insecure_auth=False)
+    figs = loadgen(server, "login", "--clients", "6", "--concurrency", "3", "--scram")
+    for key in ("logins_plain", "logins_tls", "logins_scram_sha256", "logins_scram_sha1",
+                "logins_scram_sha256_tls"):
+        assert figs[key]["clients"] == 6 and figs[key]["failed"] == 0, key
+        assert_rate(figs[key])
+    assert figs["rss_idle"]["value"] > 0
+    assert "(SCRAM-SHA-256)" in server.log() and "(SCRAM-SHA-1)" in server.log()
