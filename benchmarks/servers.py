@@ -182,7 +182,7 @@ def start_prosody(base: Path, cpu: int | None) -> Server:
     rp = _run_prosody_module()
     port = free_port()
     args = Namespace(debug=False, interface="127.0.0.1", port=port, auth="internal", tls=True,
-                     domain="localhost")
+                     domain="localhost", external_muc=None, component_port=None)
     config = rp.write_config(args, base)
     if 'authentication = "internal_hashed"' not in config.read_text():
         raise RuntimeError("scripts/run-prosody's config no longer uses internal_hashed auth")
