@@ -36,6 +36,7 @@ class Config:
     log_level: str = "info"         # debug | info | warn | error | critical
     metrics_port: int = 0           # Prometheus /metrics on its own port; 0 = off
     metrics_interface: str = "127.0.0.1"
+    contact_info: list = field(default_factory=list)  # "kind=uri": XEP-0157 / XEP-0455 (outage=)
     allow_reset: bool = False       # xmppdctl reset may wipe the live server (test servers)
     # limits
     max_stanza_size: int = 256 * 1024
@@ -272,6 +273,11 @@ def _validate(cfg):
         except ValueError:
             raise ConfigError(f"config key 'limits_exempt' must list IP networks"
                               f" (e.g. 127.0.0.0/8), not {net!r}")
+    from xmppd.services.contact_info import parse as parse_contacts
+    try:
+        parse_contacts(cfg.contact_info)
+    except ValueError as e:
+        raise ConfigError(f"config key 'contact_info': {e}")
     admins = []
     for admin in cfg.admins:
         j = jidmod.parse_or_none(admin)

@@ -80,7 +80,9 @@ class ServerServices:
             q.addElement("feature")["var"] = f
         if target is None:
             for form in self.router.server_info_forms:
-                q.addChild(form())
+                el = form()
+                if el is not None:
+                    q.addChild(el)
         return q
 
     def _node(self, iq, child, target, node):
@@ -146,11 +148,13 @@ class ServerServices:
 def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
-    from xmppd.services import admin, admin_requests, blocking, carbons, offline, register
+    from xmppd.services import (admin, admin_requests, blocking, carbons, contact_info,
+                                offline, register)
     offline.install(router, cfg, store)
     register.install(router, cfg, store)
     blocking.install(router, cfg, store)
     carbons.install(router, cfg)
     admin_requests.install(router, cfg, store)
     admin.install(router, cfg, store)
+    contact_info.install(router, cfg)
     return services
