@@ -6,6 +6,8 @@ Works on the same data directory as the server (SQLite in WAL mode, so it is
 safe while the server runs). Passwords are read with a prompt on a terminal,
 or as the first line of stdin otherwise (for scripts); never from argv.
 ``room-destroy`` also asks a running server to destroy the live room;
+``status``, ``sessions``, ``kick``, ``announce``, ``reload`` and ``reset`` talk
+to the running server through its admin socket (:mod:`xmppd.control`);
 ``restore`` refuses while a server uses the data directory (its rooms live
 in memory and would overwrite the restored ones).
 
@@ -65,6 +67,15 @@ def build_parser():
     sp.add_argument("room", help="room JID (room@conference.domain) or room name")
     sp = sub.add_parser("room-destroy", help="destroy a persistent room (also in a running server)")
     sp.add_argument("room", help="room JID (room@conference.domain) or room name")
+    sub.add_parser("status", help="live server: uptime, sessions, rooms, memory")
+    sub.add_parser("sessions", help="live server: list the sessions")
+    sp = sub.add_parser("kick", help="live server: end the sessions of a JID (bare: all of them)")
+    sp.add_argument("jid", help="bare or full JID")
+    sp = sub.add_parser("announce", help="live server: send a headline to every online session")
+    sp.add_argument("text", help="the announcement")
+    sub.add_parser("reload", help="live server: re-read the configuration and certificates")
+    sub.add_parser("reset", help="live server: end all sessions, drop all rooms, delete all data "
+                                 "(only with --insecure-auth or allow_reset = true)")
     sp = sub.add_parser("backup", help="write a consistent copy of the database (server may run)")
     sp.add_argument("path", help="backup file to write")
     sp = sub.add_parser("restore", help="replace the database with a backup (server stopped)")
@@ -203,10 +214,57 @@ def _db_command(args, cfg, db):
     return 0
 
 
+LIVE_COMMANDS = ("status", "sessions", "kick", "announce", "reload", "reset")
+
+
+def _live_command(args, cfg):
+    """Commands for the running server, through its admin socket (xmppd.control)."""
+    from xmppd import control
+    arg = getattr(args, "jid", None) or getattr(args, "text", None)
+    try:
+        result = control.request(cfg.data_dir, args.command, arg)
+    except control.CommandError as e:
+        print(f"xmppdctl: {args.command}: {e}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        mem = result.get("memory_rss")
+        conns = result.get("connections") or {}
+        print(f"xmppd {result['version']} (pid {result['pid']}) serving {result['domain']}")
+        print(f"uptime: {_duration(result['uptime'])}")
+        print(f"sessions: {result['sessions']} ({result['online_users']} users online); "
+              f"connections: " + ", ".join(f"{n} {k}" for k, n in sorted(conns.items())))
+        print(f"rooms: {result['rooms']} ({result['occupants']} occupants)")
+        if mem is not None:
+            print(f"memory: {mem / 1048576:.1f} MiB resident")
+    elif args.command == "sessions":
+        for s in result:
+            print(f"{s['jid']}\t{s['peer'] or '-'}\t{'available' if s['available'] else '-'}")
+    elif args.command == "kick":
+        print(f"ended {result['ended']} session(s) of {args.jid}")
+    elif args.command == "announce":
+        print(f"announcement sent to {result['sent']} session(s)")
+    elif args.command == "reload":
+        print(result)
+    elif args.command == "reset":
+        print(f"reset: ended {result['sessions']} session(s), destroyed {result['rooms']} "
+              "room(s), deleted all data")
+    return 0
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         cfg = configmod.load(args.config, {"data_dir": args.data_dir})
+        if args.command in LIVE_COMMANDS:
+            return _live_command(args, cfg)
         if args.command == "migrate-storage":
             return _migrate_storage(args, cfg)
         db = storage.open_configured_database(cfg)

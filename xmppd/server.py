@@ -11,7 +11,7 @@ def build(cfg, load=None):
     (``load()`` re-reads the configuration; without it SIGHUP is ignored).
     """
     from xmppd.router import Router
-    from xmppd import metrics, reload, storage, services, systemd
+    from xmppd import control, metrics, reload, storage, services, systemd
     from xmppd.stream import c2s
     from xmppd.muc import service as muc_service
 
@@ -44,4 +44,5 @@ def build(cfg, load=None):
         root.reloader = reload.Reloader(cfg, load, router, c2s_service, router.muc, metrics_service,
                                         notifier)
         reload.ReloadService(root.reloader).setServiceParent(root)
+    control.ControlService(cfg, root).setServiceParent(root)
     return root
