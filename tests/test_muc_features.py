@@ -486,3 +486,29 @@ def test_every_config_form_field_and_option_has_a_label(xmppd_server):
         assert bare == [], bare
         await owner.disconnect()
     run(scenario())
+
+
+def test_occupant_id_cannot_be_forged(xmppd_server):
+    """XEP-0421 §4: a client's own <occupant-id/> never survives; each copy carries exactly one."""
+    OID = "urn:xmpp:occupant-id:0"
+
+    async def scenario():
+        room = "forge@conference.localhost"
+        owner = await login(xmppd_server, "forgeowner")
+        await create_room(owner, room)
+        guest = await login(xmppd_server, "forgeguest")
+        guest.send(stanza(f"<presence to='{room}/g'><occupant-id xmlns='{OID}' id='fake'/>"
+                          f"<x xmlns='{MUC}'/></presence>"))
+        await wait_for(guest, is_subject, "the subject")
+        _, p = await wait_for(owner, lambda el: el.tag == q("presence") and el.get("from") == f"{room}/g",
+                              "the guest's presence")
+        ids = [e.get("id") for e in p.findall(q("occupant-id", OID))]
+        assert len(ids) == 1 and ids[0] != "fake", to_wire(p)
+        guest.send(stanza(f"<message type='groupchat' to='{room}' id='m'><body>hi</body>"
+                          f"<occupant-id xmlns='{OID}' id='fake'/><occupant-id xmlns='{OID}' id='x'/>"
+                          f"</message>"))
+        _, m = await wait_for(owner, lambda el: el.get("id") == "m", "the guest's message")
+        assert [e.get("id") for e in m.findall(q("occupant-id", OID))] == ids, to_wire(m)
+        await guest.disconnect()
+        await owner.disconnect()
+    run(scenario())

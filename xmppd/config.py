@@ -63,6 +63,7 @@ class Config:
     muc_max_rooms_per_creator: int = 0  # 0 = unlimited
     muc_max_occupants: int = 0          # 0 = unlimited unless the room says so
     muc_room_default_public: bool = False  # new rooms listed in disco#items (Prosody: hidden)
+    muc_room_locking: bool = True       # new rooms admit nobody else until configured (as Prosody)
     muc_message_rate: int = 0           # groupchat/private messages per second per occupant; 0 = off
     muc_message_burst: int = 10         # messages an occupant may send at once before the rate applies
     # external components (XEP-0114); the listener runs only when components are configured

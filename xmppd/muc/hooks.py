@@ -117,6 +117,12 @@ Events (core fires; attributes besides ``room``)
 ``muc-broadcast-message``    stanza (already broadcast: history stores it)
 ``muc-private-message``      occupant (sender), target (occupant), stanza.
                              Raise StanzaError to refuse.
+``muc-occupant-iq``          occupant (sender), target (occupant), stanza,
+                             query (first child or None), jid (sender's
+                             real JID): an IQ get/set from an occupant to
+                             an occupant JID, before it is relayed. Return
+                             True when answered (e.g. XEP-0410 self-ping);
+                             raise StanzaError to refuse.
 ``muc-message-to-room``      occupant (sender or None), stanza: a non
                              groupchat message to the bare room JID
                              (invites, declines, voice requests). Return

@@ -38,6 +38,7 @@ NS_ADMIN = NS_MUC + "#admin"
 NS_OWNER = NS_MUC + "#owner"
 NS_DELAY = "urn:xmpp:delay"
 NS_DATA = "jabber:x:data"
+NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 
 ROLES = {"none": 0, "visitor": 1, "participant": 2, "moderator": 3}
 AFFILIATIONS = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
@@ -62,6 +63,9 @@ CORE_DEFAULTS = {
 }
 
 _MUC_X = {(NS_MUC, "x"), (NS_USER, "x")}
+# what a client's presence must never carry into a broadcast: the MUC's own elements,
+# and an occupant-id (XEP-0421 §4: the service replaces it; it cannot be forged)
+_SERVER_OWNED = _MUC_X | {(NS_OCCUPANT_ID, "occupant-id")}
 
 
 class Occupant:
@@ -74,7 +78,7 @@ class Occupant:
     """
 
     __slots__ = ("nick", "jid", "bare", "role", "room_jid", "payload", "available", "cache",
-                 "sessions")
+                 "sessions", "occupant_id", "stamp")
 
     def __init__(self, room_jid, nick, jid, bare, role):
         self.nick = nick
@@ -86,6 +90,10 @@ class Occupant:
         self.available = True
         self.cache = None        # {with_jid: (head, tail)} of its occupant-list presence
         self.sessions = {jid: ""}
+        # XEP-0421, set by the occupant_id feature at join: the id, and the serialised
+        # element every presence of this occupant carries (built once, not per copy)
+        self.occupant_id = None
+        self.stamp = ""
 
     def set_payload(self, jid, payload):
         self.sessions[jid] = payload
@@ -107,7 +115,7 @@ def presence_payload(stanza):
     """Serialise the presence children we repeat in broadcasts (not the MUC x)."""
     parts = []
     for child in stanza.elements():
-        if (child.uri, child.name) in _MUC_X:
+        if (child.uri, child.name) in _SERVER_OWNED:
             continue
         parts.append(child.toXml(defaultUri=stanza.uri or "jabber:client"))
     return "".join(parts)
@@ -422,6 +430,8 @@ class Room:
         payload = occ.payload if payload is None else payload
         if payload:
             p.addRawXml(payload)
+        if occ.stamp:
+            p.addRawXml(occ.stamp)
         p.addChild(x)
         return p
 
@@ -885,10 +895,13 @@ class Room:
             return
         if not stanza.getAttribute("id"):
             stanza["id"] = uuid.uuid4().hex
-        # drop delay elements that claim to come from us
+        # drop delay elements that claim to come from us, and any occupant-id (XEP-0421 §4)
         for c in list(stanza.elements()):
-            if c.name == "delay" and c.uri == NS_DELAY and c.getAttribute("from") == self.jid:
+            if (c.name == "delay" and c.uri == NS_DELAY and c.getAttribute("from") == self.jid) \
+                    or (c.name == "occupant-id" and c.uri == NS_OCCUPANT_ID):
                 stanza.children.remove(c)
+        if occ.stamp:
+            stanza.addRawXml(occ.stamp)    # pre-serialised: ~3 us a message (an Element: ~18 us)
         stanza["from"] = occ.room_jid
         STATS.muc_messages += 1
         self.broadcast_message(stanza)
@@ -924,9 +937,11 @@ class Room:
             self.send_error(stanza, e)
             return
         for c in list(stanza.elements()):
-            if c.uri == NS_USER or c.uri == NS_MUC:
+            if c.uri == NS_USER or c.uri == NS_MUC or c.uri == NS_OCCUPANT_ID:
                 stanza.children.remove(c)
         stanza.addElement((NS_USER, "x"))
+        if occ.stamp:
+            stanza.addRawXml(occ.stamp)    # pre-serialised: ~3 us a message (an Element: ~18 us)
         stanza["from"] = occ.room_jid
         if len(target.sessions) == 1:
             stanza["to"] = target.jid
@@ -971,15 +986,12 @@ class Room:
             self.send_error(stanza, stanza_error("item-not-found", "cancel", "Recipient not in room"))
             return
         child = stanza.firstChildElement()
-        if target is occ and itype == "get" and child is not None and child.name == "ping" \
-                and child.uri == "urn:xmpp:ping":
-            reply = Element((None, "iq"))
-            reply["type"] = "result"
-            reply["from"] = occ.room_jid
-            reply["to"] = frm
-            if stanza.getAttribute("id"):
-                reply["id"] = stanza["id"]
-            self.route(reply)
+        try:
+            if self.hooks.fire("muc-occupant-iq", Event(room=self, occupant=occ, target=target,
+                                                        stanza=stanza, query=child, jid=frm)):
+                return
+        except StanzaError as e:
+            self.send_error(stanza, e)
             return
         new_id = target.jid + "\0" + stanza.getAttribute("id", "") + "\0" + self._mac(frm)
         stanza["id"] = base64.b64encode(new_id.encode()).decode()
@@ -1117,7 +1129,6 @@ def _send_subject(event):
 @core.hook("muc-disco#info", priority=100)
 def _core_disco(event):
     from wokkel.data_form import Field
-    event.features.update(("http://jabber.org/protocol/muc#stable_id",
-                           "http://jabber.org/protocol/muc#self-ping-optimization"))
+    event.features.add("http://jabber.org/protocol/muc#stable_id")
     event.form.append(Field("text-single", var="muc#roominfo_occupants",
                             label="Number of occupants", value=str(len(event.room.occupants))))

@@ -67,6 +67,7 @@ class MUCService(XMPPHandler):
         self._commits = None   # commit Deferreds of the room stanza being handled
         self._held = {}        # room jid -> stanzas waiting for that room's commits
         self.outbox = None     # while not None, rooms queue what they send (see hold_broadcasts)
+        self.service_features = []   # namespaces feature modules add to the service's disco#info
         self._load_rooms()
         for f in self.features:
             if f.install:
@@ -463,7 +464,7 @@ class MUCService(XMPPHandler):
         return [disco.DiscoIdentity("conference", "text", "Chatrooms"),
                 disco.DiscoFeature(NS_DISCO_INFO),
                 disco.DiscoFeature(NS_DISCO_ITEMS),
-                disco.DiscoFeature(NS_MUC)]
+                disco.DiscoFeature(NS_MUC)] + [disco.DiscoFeature(f) for f in self.service_features]
 
     def getDiscoItems(self, requestor, target, nodeIdentifier=""):
         if target.user is not None or nodeIdentifier:

@@ -33,6 +33,8 @@ FEATURES = [
     "private_messages",
     "admin_commands",
     "ratelimit",
+    "occupant_id",
+    "self_ping",
 ]
 
 

@@ -1,7 +1,8 @@
 """Room locking (XEP-0045 §10.1): a new room admits nobody else until configured.
 
 The creator's join locks the room; the first submitted configuration form
-(including an instant-room submit) unlocks it. Others get item-not-found
+(including an instant-room submit) unlocks it. ``muc_room_locking = false``
+(Prosody's option) turns locking off: new rooms are open at once. Others get item-not-found
 while it is locked, as if the room did not exist yet.
 """
 from xmppd.muc.errors import stanza_error
@@ -12,7 +13,8 @@ feature = Feature("lock", defaults={"locked": False})
 
 @feature.hook("muc-room-pre-create", priority=10)
 def _lock(event):
-    event.room.config["locked"] = True
+    if getattr(event.room.service.cfg, "muc_room_locking", True):
+        event.room.config["locked"] = True
 
 
 @feature.hook("muc-occupant-pre-join", priority=-30)

@@ -32,7 +32,7 @@ def subject_change(stanza):
     return subject
 
 
-def set_subject(room, from_jid, text, msg_id=None):
+def set_subject(room, from_jid, text, msg_id=None, occupant_id=None):
     """Store and broadcast a new subject (``from_jid``: occupant JID or the room's).
 
     In a persistent room the broadcast (the changer's acknowledgement) waits
@@ -52,6 +52,8 @@ def set_subject(room, from_jid, text, msg_id=None):
     if msg_id:
         msg["id"] = msg_id
     msg.addElement("subject", content=text)
+    if occupant_id:
+        msg.addElement(("urn:xmpp:occupant-id:0", "occupant-id"))["id"] = occupant_id
     d = room.save()
     if d is None:
         room.broadcast_message(msg)
@@ -75,7 +77,8 @@ def _change(event):
     if not (occ.role == "moderator" or
             (occ.role == "participant" and room.config.get("changesubject"))):
         raise stanza_error("forbidden", "auth", "You are not allowed to change the subject")
-    set_subject(room, occ.room_jid, str(subject), event.stanza.getAttribute("id"))
+    set_subject(room, occ.room_jid, str(subject), event.stanza.getAttribute("id"),
+                occ.occupant_id)
     return True
 
 
