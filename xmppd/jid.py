@@ -9,8 +9,17 @@ which are 5x faster dict keys than JID objects.
 from functools import lru_cache
 
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from twisted.words.protocols.jabber.xmpp_stringprep import Profile, resourceprep
 
-__all__ = ["JID", "InvalidJID", "parse", "parse_or_none", "MAX_PART_BYTES"]
+__all__ = ["JID", "InvalidJID", "parse", "parse_or_none", "strict_resource", "MAX_PART_BYTES"]
+
+# RFC 3454 §7 / RFC 6122 §A: addresses in stanzas are *queries*, where code points
+# unassigned in Unicode 3.2 (most emoji, e.g. U+1F916) are allowed; only *stored*
+# strings (a bound resource, a room nick) must pass the strict profile. Routing uses
+# this one, so a stanza to room@service/<emoji> reaches the room, which then refuses
+# the nick itself (see strict_resource).
+_query_resourceprep = Profile(mappings=resourceprep.mappings, prohibiteds=resourceprep.prohibiteds,
+                              check_unassigneds=False)
 
 MAX_PART_BYTES = 1023  # RFC 6122/7622: each part at most 1023 octets
 
@@ -35,7 +44,9 @@ def _parse(text):
     try:
         j = JID(text)
     except (InvalidFormat, IndexError, RuntimeError, UnicodeError, ValueError) as e:
-        raise InvalidJID(text) from e
+        j = _query_form(text)
+        if j is None:
+            raise InvalidJID(text) from e
     for part in (j.user, j.host, j.resource):
         if part is not None and (not part or len(part.encode("utf-8")) > MAX_PART_BYTES):
             raise InvalidJID(text)
@@ -43,6 +54,30 @@ def _parse(text):
     if host.endswith(".") or ".." in host:
         raise InvalidJID(text)
     return j
+
+
+def _query_form(text):
+    """The JID with its resource prepared by the query profile, or None."""
+    slash = text.find("/")
+    if slash <= 0:
+        return None
+    try:
+        j = JID(text[:slash])
+        resource = _query_resourceprep.prepare(text[slash + 1:])
+    except (InvalidFormat, IndexError, RuntimeError, UnicodeError, ValueError):
+        return None
+    if not resource:
+        return None
+    j.resource = resource
+    return j
+
+
+def strict_resource(resource):
+    """True if ``resource`` (already prepared) passes strict resourceprep (a storable nick)."""
+    try:
+        return resourceprep.prepare(resource) == resource
+    except UnicodeError:
+        return False
 
 
 def parse(text):

@@ -1086,11 +1086,21 @@ def _default_role(event):
     return "participant"
 
 
+def _strict_nick(event, nick):
+    """The router accepts occupant JIDs by the query profile (xmppd.jid); a nick is a stored
+    string and must pass strict resourceprep. Refused from the occupant JID as prepared,
+    with by=room (as Prosody)."""
+    if not jidlib.strict_resource(nick):
+        event.stanza["to"] = event.room.jid + "/" + nick
+        raise stanza_error("jid-malformed", "modify", "Nickname must pass strict validation")
+
+
 @core.hook("muc-occupant-pre-join", priority=2)
 def _nick_valid(event):
     nick = event.occupant.nick
     if not nick or not nick.strip():
         raise stanza_error("not-allowed", "modify", "Invisible nicknames are forbidden")
+    _strict_nick(event, nick)
 
 
 @core.hook("muc-occupant-pre-change", priority=2)
@@ -1098,6 +1108,8 @@ def _nick_valid_change(event):
     nick = event.new_nick
     if nick is not None and not nick.strip():
         raise stanza_error("not-allowed", "modify", "Invisible nicknames are forbidden")
+    if nick is not None:
+        _strict_nick(event, nick)
 
 
 @core.hook("muc-occupant-pre-join", priority=-10)
