@@ -82,6 +82,12 @@ CORPUS = [
     "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
     f"<iq type='get' id='g5' to='{ROOM}/someone'><ping xmlns='urn:xmpp:ping'/></iq>",
     f"<presence to='{ROOM}/fuzzer' type='unavailable'/>",
+    # issue 14: self-ping (XEP-0410), forged occupant-id (XEP-0421), emoji nicks (query profile)
+    f"<iq type='get' id='sp1' to='{ROOM}/fuzzer'><ping xmlns='urn:xmpp:ping'/></iq>",
+    f"<message to='{ROOM}' type='groupchat'><body>b</body>"
+    "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>",
+    f"<presence to='{ROOM}/\U0001f916'><occupant-id xmlns='urn:xmpp:occupant-id:0' id='x'/>"
+    "<x xmlns='http://jabber.org/protocol/muc'/></presence>",
     "<iq type='set' id='c1' to='conference.localhost'><command xmlns='http://jabber.org/protocol/commands' "
     "node='http://prosody.im/protocol/muc#destroy' action='execute'/></iq>",
     # XEP-0191 blocking, XEP-0280 carbons
@@ -127,13 +133,13 @@ CORPUS = [
 ]
 
 NAMES = ["message", "presence", "iq", "body", "query", "x", "item", "error", "field", "value",
-         "subject", "destroy", "invite", "history", "ping", "show", "priority", "a",
+         "subject", "destroy", "invite", "history", "ping", "show", "priority", "occupant-id", "a",
          "block", "unblock", "blocklist", "enable", "disable", "private", "forwarded"]
 NAMESPACES = ["", "jabber:client", "urn:xmpp:ping", "http://jabber.org/protocol/muc",
               "http://jabber.org/protocol/muc#user", "http://jabber.org/protocol/muc#admin",
               "http://jabber.org/protocol/muc#owner", "jabber:x:data", "jabber:iq:register",
               "http://jabber.org/protocol/disco#info", "urn:ietf:params:xml:ns:xmpp-stanzas",
-              "http://etherx.jabber.org/streams", "urn:x", "urn:xmpp:blocking",
+              "http://etherx.jabber.org/streams", "urn:x", "urn:xmpp:occupant-id:0", "urn:xmpp:blocking",
               "urn:xmpp:carbons:2", "urn:xmpp:forward:0"]
 ATTRS = ["to", "from", "type", "id", "xml:lang", "jid", "nick", "role", "affiliation", "var",
          "maxstanzas", "maxchars", "seconds", "since", "code", "node", "action"]

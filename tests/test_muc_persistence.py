@@ -4,6 +4,7 @@ Two scansion conversations against two successive servers sharing one data direc
 temporary rooms must not come back.
 """
 import asyncio
+import time
 
 from xmppd.testing.runner import run_script
 from xmppd.testing.script import parse
@@ -176,3 +177,59 @@ def test_persistent_room_survives_restart(xmppd_server_factory, tmp_path, backen
     first.stop()
     second = xmppd_server_factory(*extra, data_dir=data)
     _run(AFTER, second)
+
+
+def test_tombstones_survive_restart_expire_and_are_bounded(xmppd_server_factory, tmp_path):
+    """features/tombstones.py: stored with the rooms, lifted after muc_tombstone_expiry, capped."""
+    from test_muc_features import MUC, MUC_OWNER, create_room, login, stanza, wait_for
+
+    def is_reply(iq_id):
+        return lambda el: el.get("id") == iq_id
+
+    async def destroy(client, room):
+        client.send(stanza(f"<iq type='set' id='d-{room}' to='{room}'><query xmlns='{MUC_OWNER}'>"
+                           f"<destroy><reason>closed</reason></destroy></query></iq>"))
+        _, r = await wait_for(client, is_reply(f"d-{room}"), "destroy result")
+        assert r.get("type") == "result"
+
+    async def join_outcome(client, room, nick):
+        """'gone', or 'joined' (then leave again)."""
+        client.send(stanza(f"<presence id='j' to='{room}/{nick}'><x xmlns='{MUC}'/></presence>"))
+        _, p = await wait_for(client, lambda el: el.tag.endswith("presence") and
+                              el.get("from") == f"{room}/{nick}", "join answer")
+        if p.get("type") == "error":
+            assert "gone" in ET.tostring(p, encoding="unicode"), ET.tostring(p)
+            return "gone"
+        client.send(stanza(f"<presence type='unavailable' to='{room}/{nick}'/>"))
+        return "joined"
+
+    import xml.etree.ElementTree as ET
+    data = tmp_path / "tomb-data"
+    conf = tmp_path / "tomb.toml"
+    expiry = 10
+    conf.write_text(f"[muc]\nmuc_tombstone_expiry = {expiry}\nmuc_max_tombstones = 1\n")
+    destroyed = []
+
+    async def before(server):
+        owner = await login(server, "tombowner")
+        for room in ("t1@conference.localhost", "t2@conference.localhost"):
+            await create_room(owner, room, [("muc#roomconfig_persistentroom", "1")])
+            await destroy(owner, room)
+            destroyed.append(time.time())
+        await owner.disconnect()
+
+    async def after(server):
+        guest = await login(server, "tombguest")
+        # the cap (1) dropped the older tombstone; the newer one survived the restart
+        assert await join_outcome(guest, "t1@conference.localhost", "g") == "joined"
+        assert time.time() - destroyed[-1] < expiry - 1, "restart too slow for this test"
+        assert await join_outcome(guest, "t2@conference.localhost", "g") == "gone"
+        await asyncio.sleep(max(0.0, destroyed[-1] + expiry + 1.5 - time.time()))
+        assert await join_outcome(guest, "t2@conference.localhost", "g") == "joined"
+        await guest.disconnect()
+
+    first = xmppd_server_factory("--config", str(conf), data_dir=data)
+    asyncio.run(before(first))
+    first.stop()
+    second = xmppd_server_factory("--config", str(conf), data_dir=data)
+    asyncio.run(after(second))

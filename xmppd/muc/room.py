@@ -1035,8 +1035,9 @@ class Room:
             occ.role = "none"
             self.hooks.fire("muc-occupant-left", Event(room=self, occupant=occ, nick=occ.nick,
                                                        codes=set()))
-        self.hooks.fire("muc-room-destroyed", Event(room=self, reason=reason, alternate=alternate))
+        # forgotten first, so that a handler may put something in its place (tombstones)
         self.service.forget_room(self, delete=True)
+        self.hooks.fire("muc-room-destroyed", Event(room=self, reason=reason, alternate=alternate))
 
 
 def _has(stanza, uri, name):

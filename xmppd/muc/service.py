@@ -269,6 +269,11 @@ class MUCService(XMPPHandler):
 
     def _handle_room_stanza(self, stanza, name, stype, frm, room_jid, nick):
         room = self.rooms.get(room_jid)
+        if room is not None and room.config.get("tombstone"):
+            # a destroyed persistent room (features/tombstones.py): gone, or lifted
+            if self.hooks.fire("muc-tombstone-stanza", Event(room=room, stanza=stanza, jid=frm)):
+                return True
+            room = self.rooms.get(room_jid)
         if room is None:
             if name == "presence" and stype is None and nick is not None \
                     and _child(stanza, NS_MUC, "x") is not None:

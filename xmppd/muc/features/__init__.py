@@ -35,6 +35,7 @@ FEATURES = [
     "ratelimit",
     "occupant_id",
     "self_ping",
+    "tombstones",
 ]
 
 
