@@ -84,6 +84,12 @@ CORPUS = [
     f"<presence to='{ROOM}/fuzzer' type='unavailable'/>",
     # issue 14: self-ping (XEP-0410), forged occupant-id (XEP-0421), emoji nicks (query profile)
     f"<iq type='get' id='sp1' to='{ROOM}/fuzzer'><ping xmlns='urn:xmpp:ping'/></iq>",
+    f"<message to='{ROOM}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+    "<value>http://jabber.org/protocol/muc#register</value></field><field var='muc#jid'>"
+    "<value>other@localhost</value></field><field var='muc#register_allow'><value>1</value>"
+    "</field></x></message>",
+    f"<iq type='set' id='md1' to='{ROOM}'><moderate id='x' xmlns='urn:xmpp:message-moderate:1'>"
+    "<retract xmlns='urn:xmpp:message-retract:1'/><reason>r</reason></moderate></iq>",
     f"<message to='{ROOM}' type='groupchat'><body>b</body>"
     "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>",
     f"<presence to='{ROOM}/\U0001f916'><occupant-id xmlns='urn:xmpp:occupant-id:0' id='x'/>"

@@ -67,6 +67,7 @@ class Config:
     muc_tombstones: bool = True         # destroyed persistent rooms answer <gone/> for a while
     muc_tombstone_expiry: int = 86400 * 31  # seconds a tombstone lasts (Prosody's default)
     muc_max_tombstones: int = 1000      # oldest tombstone dropped beyond this
+    muc_max_registration_requests: int = 100  # pending XEP-0045 §9.9 requests per room
     muc_message_rate: int = 0           # groupchat/private messages per second per occupant; 0 = off
     muc_message_burst: int = 10         # messages an occupant may send at once before the rate applies
     # external components (XEP-0114); the listener runs only when components are configured

@@ -44,7 +44,10 @@ def handle(room, iq, query, frm, itype):
     aff = room.get_affiliation(bare)
     if aff == "outcast":
         raise stanza_error("forbidden", "auth")
-    if aff == "none" and not room.config.get("allow_unaffiliated_register"):
+    # §9.9: with registration approval on, an unaffiliated user's registration is a
+    # request that room admins approve (features/registration_approval.py)
+    request = aff == "none" and not room.config.get("allow_unaffiliated_register")
+    if request and not room.config.get("registration_approval"):
         raise stanza_error("registration-required", "auth")
     current = room.registered_nick(bare)
     if itype == "get":
@@ -83,6 +86,10 @@ def handle(room, iq, query, frm, itype):
     holder = room.registered_jid(nick)
     if holder is not None and holder != bare:
         raise stanza_error("conflict", "cancel")
+    if request:
+        room.hooks.fire("muc-registration-request", Event(room=room, jid=bare, nick=nick,
+                                                          form=values))
+        return None
     if current != nick:
         data = dict(room.aff_data.get(bare) or {})
         data["nick"] = nick

@@ -36,6 +36,8 @@ FEATURES = [
     "occupant_id",
     "self_ping",
     "tombstones",
+    "moderation",
+    "registration_approval",
 ]
 
 
