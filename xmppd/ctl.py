@@ -103,6 +103,8 @@ def _room_command(args, cfg, db):
             flags = [k for k in ("public", "members_only", "moderated") if conf.get(k)]
             if conf.get("password"):
                 flags.append("password")
+            if conf.get("tombstone"):
+                flags.append("tombstone")   # a destroyed room's address (features/tombstones.py)
             affs = " ".join(f"{k}s={v}" for k, v in sorted(counts.items()))
             name = conf.get("name") or ""
             print(f"{rec['jid']}\t{name!r}\t{','.join(flags) or '-'}\t{affs}")

@@ -157,6 +157,21 @@ Events (core fires; attributes besides ``room``)
                              handled it) -> service-unavailable.
 ``muc-service-message``      stanza, service (no room): a message to the
                              service domain. Return True if handled.
+``muc-registration-request`` jid, nick, form: an unaffiliated user's
+                             registration in a room with registration
+                             approval (§9.9); raise StanzaError to refuse.
+``muc-tombstone-stanza``     stanza, jid: a stanza to a tombstone (a room
+                             whose config holds ``tombstone``). Return True
+                             when answered; None lifts it (the stanza then
+                             goes on as if there were no room).
+``muc-message-moderated``    stanza_id, actor (occupant), reason, tombstone
+                             (the <retracted/> message): after an XEP-0425
+                             retraction was broadcast.
+
+Occupants carry ``occupant_id`` (XEP-0421, or None) and ``stamp`` (its
+serialised element, added to every presence and message of the occupant).
+``room.service.hold_broadcasts()`` (muc#admin) queues what rooms send until
+the IQ is answered; ``room.route(el, early=True)`` still goes first.
 
 Service helpers for features: ``room.service.after_reply(fn)`` runs fn
 after the current room IQ has been answered (e.g. status messages);

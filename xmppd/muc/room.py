@@ -1004,7 +1004,8 @@ class Room:
         self.route(stanza)
 
     # -- destroy -------------------------------------------------------------
-    def destroy(self, reason=None, alternate=None, password=None, actor=None):
+    def destroy(self, reason=None, alternate=None, password=None, actor=None, tombstone=True):
+        """§10.9. ``tombstone=False``: leave no tombstone (features/tombstones.py) behind."""
         self.hooks.fire("muc-pre-room-destroy", Event(room=self, reason=reason,
                                                       alternate=alternate, actor=actor))
         self.destroying = True
@@ -1037,7 +1038,8 @@ class Room:
                                                        codes=set()))
         # forgotten first, so that a handler may put something in its place (tombstones)
         self.service.forget_room(self, delete=True)
-        self.hooks.fire("muc-room-destroyed", Event(room=self, reason=reason, alternate=alternate))
+        self.hooks.fire("muc-room-destroyed", Event(room=self, reason=reason, alternate=alternate,
+                                                    tombstone=tombstone))
 
 
 def _has(stanza, uri, name):

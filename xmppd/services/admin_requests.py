@@ -28,6 +28,6 @@ def install_room_destroy(store, get_muc):
         if room is None:
             return
         log.info("destroying room {room} on request of xmppdctl", room=room_jid)
-        room.destroy(reason="Destroyed by the server administrator")
+        room.destroy(reason="Destroyed by the server administrator", tombstone=False)
 
     handlers["room-destroy"] = room_destroy

@@ -11,8 +11,10 @@ silently re-creating an empty room. A tombstone ends after
 when a service admin joins there (re-creating the room on purpose).
 ``muc_tombstones = false`` turns the feature off; at most
 ``muc_max_tombstones`` are kept (the oldest goes first). A tombstone is a
-stored room whose config holds ``tombstone``; destroying it (admin ad-hoc
-command) leaves no new one.
+stored room whose config holds ``tombstone`` (``xmppdctl rooms`` flags it);
+destroying it (admin ad-hoc command, ``xmppdctl room-destroy``) leaves no
+new one, and ``xmppdctl room-destroy`` of a live room leaves none either
+(the operator wants it gone).
 """
 import time
 
@@ -36,7 +38,8 @@ def _cfg(service, key, default):
 def _bury(event):
     room = event.room
     service = room.service
-    if not room.config.get("persistent") or room.config.get("tombstone"):
+    if not room.config.get("persistent") or room.config.get("tombstone") \
+            or not getattr(event, "tombstone", True):
         return None
     if not _cfg(service, "muc_tombstones", True):
         return None
