@@ -415,3 +415,32 @@ def test_multicast_is_offered_to_components_only(server, comp, client):
     c.send(f"<iq type='get' to='localhost' id='di'><query xmlns='{DISCO_INFO}'/></iq>")
     feats = {f.get("var") for f in c.next().iter(f"{{{DISCO_INFO}}}feature")}
     assert NS_ADDRESS not in feats and "urn:xmpp:ping" in feats
+
+
+def test_flood_from_a_limited_address_is_slowed_not_dropped(tmp_path_factory):
+    """Outside limits_exempt a component's reads are paced (component_read_rate_limit), as for clients."""
+    s = start_server(tmp_path_factory, "--insecure-auth", config=CONFIG.replace(
+        "component_port = 0", "component_port = 0\nlimits_exempt = []\n"
+        "component_read_rate_limit = 4096"))
+    try:
+        port = component_port(s)
+        bot = RawComponent(port)
+        bot.handshake()
+        rcpt = Raw(s.port)
+        rcpt.login("paced")
+        rcpt.send("<presence/>")
+        rcpt.next()
+        n = 100
+        pad = "p" * 200
+        start = time.monotonic()
+        bot.send("".join(f"<message from='bot.localhost' to='{rcpt.full}' id='x{i}'><body>{pad}"
+                         "</body></message>" for i in range(n)))       # ~28 KB, 2 s burst = 8 KB
+        ids = [rcpt.next(20).get("id") for _ in range(n)]
+        elapsed = time.monotonic() - start
+        assert ids == [f"x{i}" for i in range(n)]                        # nothing lost, in order
+        assert elapsed >= 3.0, elapsed                                   # (28 KB - 8 KB) / 4 KB/s
+        assert s.returncode is None
+        bot.close()
+        rcpt.close()
+    finally:
+        s.stop()
