@@ -10,6 +10,7 @@ service-unavailable.
 import asyncio
 import hashlib
 import re
+import socket
 import time
 import xml.etree.ElementTree as ET
 
@@ -442,5 +443,37 @@ def test_flood_from_a_limited_address_is_slowed_not_dropped(tmp_path_factory):
         assert s.returncode is None
         bot.close()
         rcpt.close()
+    finally:
+        s.stop()
+
+
+def test_component_that_stops_reading_is_closed_at_max_send_buffer(tmp_path_factory):
+    """Its unsent backlog is capped like a client's; then its domain bounces again."""
+    s = start_server(tmp_path_factory, "--insecure-auth", config=CONFIG.replace(
+        "component_port = 0", "component_port = 0\nmax_send_buffer = 1048576"))
+    try:
+        sloth = RawComponent(component_port(s))
+        sloth.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sloth.handshake()
+        talker = Raw(s.port)
+        talker.login("talker")
+        body = "z" * 2000
+        chunk = "".join(f"<message to='x@bot.localhost' type='chat'><body>{body}</body></message>"
+                        for _ in range(50)).encode()
+        for _ in range(200):                 # ~21 MB towards the component
+            try:
+                talker.sock.sendall(chunk)
+            except OSError:
+                break
+        s.wait_for_log(r"over max_send_buffer \(1048576\): the client does not read; "
+                       r"closing \(bot\.localhost\)", timeout=30)
+        wait_disconnected(s, "bot.localhost")
+        check = Raw(s.port)
+        check.login("checker")
+        check.send("<message to='bot.localhost' id='after' type='chat'><body>x</body></message>")
+        assert stanza_error(check.next())[1] == "service-unavailable"
+        check.close()
+        talker.close()
+        sloth.close()
     finally:
         s.stop()

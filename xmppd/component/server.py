@@ -9,7 +9,8 @@ this to the server; it is what RFC 6120 §10.5.3 gives for a service that
 cannot answer). The same limits as for clients apply: the stanza size
 (``max_preauth_size`` before the handshake, then ``max_stanza_size``), the
 pre-auth timeout, connections per IP and a read rate
-(``component_read_rate_limit``) outside ``limits_exempt``.
+(``component_read_rate_limit``) outside ``limits_exempt``, and a component
+that stops reading is closed once ``max_send_buffer`` bytes wait for it.
 
 Fan-out (XEP-0033 extended stanza addressing, for components only): a
 component may send one stanza to the server's domain with
@@ -77,6 +78,8 @@ class ComponentStream(protocol.Protocol):
         self.router = service.router
         self.trace = service.cfg.trace
         self.domain = None
+        self.full = None          # (for limits.SendBacklogGuard's log line)
+        self.cid = "component"
         self.sid = None
         self.authenticated = False
         self.closing = False
@@ -192,7 +195,7 @@ class ComponentStream(protocol.Protocol):
                      to=to[:100])
             self.stream_error("host-unknown")
             return
-        self.domain = domain
+        self.domain = self.full = domain
         self.header_sent = True
         self.transport.write(
             ("<?xml version='1.0'?><stream:stream xmlns:stream='%s' xmlns='%s' from='%s' "
@@ -358,6 +361,8 @@ class ComponentService(service.Service):
         self.streams = set()
         self.exempt = limits.Exempt(cfg.limits_exempt)
         self.conn_limit = limits.ConnectionsPerIP(cfg.max_connections_per_ip)
+        # a component that stops reading is closed like a client (max_send_buffer)
+        self.send_guard = limits.SendBacklogGuard(self.streams, cfg.max_send_buffer)
         self.port = None
         router.components = self.connected
         if cfg.component_multicast_max:
@@ -382,6 +387,7 @@ class ComponentService(service.Service):
 
     def startService(self):
         super().startService()
+        self.send_guard.start()
         self.port = reactor.listenTCP(self.cfg.component_port, ComponentFactory(self),
                                       interface=self.cfg.component_interface)
         log.info("component listening on {iface}:{port}", iface=self.cfg.component_interface,
@@ -389,6 +395,7 @@ class ComponentService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.send_guard.stop()
         for s in list(self.streams):
             s.stream_error("system-shutdown")
         if self.port is not None:
