@@ -19,7 +19,7 @@ from scramclient import RawClient, ScramClient
 from tools import require_command, require_node_module
 from xmppd.storage import migrations
 from xmppd.storage.accounts import hash_password
-from xmppd.stream.tls import DEV_CERT
+from xmppd.transports.tls import DEV_CERT
 
 PASSWORD = "correct horse"
 

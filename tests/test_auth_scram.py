@@ -15,7 +15,7 @@ from xmppd.auth.sasl import AuthService
 from xmppd.auth.scram import verify_proof
 from xmppd.storage import open_database
 from xmppd.storage.accounts import AccountStore, hash_password
-from xmppd.stream.limits import AuthThrottle
+from xmppd.auth.throttle import AuthThrottle
 
 from scramclient import ScramClient, attrs, b64
 

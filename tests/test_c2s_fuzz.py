@@ -16,7 +16,7 @@ from xmppd.config import Config
 from xmppd.router import Router
 from xmppd import services
 from xmppd.storage import open_storage
-from xmppd.stream.c2s import C2SService
+from xmppd.transports import tcp
 
 HEADER = (b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
           b"to='localhost' version='1.0'>")
@@ -28,7 +28,7 @@ def world(tmp_path_factory):
     store = open_storage(cfg)
     router = Router(cfg)
     services.install(router, cfg, store)
-    svc = C2SService(cfg, router, store)
+    _, svc = tcp.build(cfg, router, store)
     failures = []
 
     def observer(event):
@@ -47,7 +47,7 @@ def new_session(svc, user, resource, bind=True):
     t = StringTransport()
     xs.makeConnection(t)
     if bind:
-        xs.bindSession(user, f"{user}@localhost", resource)
+        xs.session.bind(user, f"{user}@localhost", resource)
         xs.dataReceived(HEADER)
     t.clear()
     return xs, t

@@ -565,7 +565,7 @@ def test_trace_logs_stanzas_with_session_but_never_credentials(tmp_path_factory)
 def test_configured_certificate_is_used_and_unreadable_one_refused(xmppd_server_factory, tmp_path):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-    from xmppd.stream.tls import make_self_signed
+    from xmppd.transports.tls import make_self_signed
     key, cert = make_self_signed(["localhost", "conference.localhost"])
     cert_path, key_path = tmp_path / "c.pem", tmp_path / "k.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

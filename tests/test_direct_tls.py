@@ -12,7 +12,7 @@ from OpenSSL import SSL
 
 from scramclient import RawClient, ScramClient
 from test_auth_clients import PASSWORD, adduser, login, close
-from xmppd.stream.tls import DEV_CERT
+from xmppd.transports.tls import DEV_CERT
 
 DIRECT = re.compile(r"c2s direct TLS listening on \S+:(\d+)")
 

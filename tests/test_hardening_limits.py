@@ -388,7 +388,8 @@ def test_unknown_user_costs_a_full_password_check(tmp_path_factory):
 
 def test_per_ip_limits_count_ipv6_by_64_prefix():
     """An IPv6 host owns a /64: its addresses share one per-IP budget."""
-    from xmppd.stream.limits import AuthThrottle, ConnectionsPerIP, ip_key
+    from xmppd.auth.throttle import AuthThrottle, ip_key
+    from xmppd.transports.limits import ConnectionsPerIP
     assert ip_key("192.0.2.7") == "192.0.2.7"
     assert ip_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
@@ -407,7 +408,7 @@ def test_per_ip_limits_count_ipv6_by_64_prefix():
 
 def test_redaction_handles_self_closing_tags():
     """Self-closing tags never open a match (the cost stays linear) and secrets after them go."""
-    from xmppd.stream.redact import redact
+    from xmppd.wire.redact import redact
     text = ("<message>" + "<password/>" * 50 + "<field var='x#roomsecret'/>"
             "<password xmlns='urn:a/b'>Hunter2</password>"
             "<field type='text-private' var='muc#roomconfig_roomsecret'><value>S3</value></field>"

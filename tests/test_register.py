@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, server_env
 from test_auth_clients import PASSWORD, adduser, close, login, slix
 from test_c2s_raw import C, NS_STREAMS, Raw, stanza_error
-from xmppd.stream.tls import DEV_CERT
+from xmppd.transports.tls import DEV_CERT
 
 NS_REG = "jabber:iq:register"
 FEATURE = "{http://jabber.org/features/iq-register}register"

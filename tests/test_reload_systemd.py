@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from test_c2s_raw import Raw
 from test_metrics import free_port
-from xmppd.stream.tls import make_self_signed
+from xmppd.transports.tls import make_self_signed
 
 
 def write_cert(directory, name):

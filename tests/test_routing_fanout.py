@@ -1,6 +1,6 @@
 """Router.route_many (MUC fan-out) and the session registry, in process.
 
-Real C2SStream objects on StringTransports are bound as sessions, so what
+Real TCP transports on StringTransports carry bound sessions, so what
 is checked is the exact bytes each client would receive.
 """
 import xml.etree.ElementTree as ET
@@ -12,7 +12,7 @@ from twisted.words.xish import domish
 from xmppd.config import Config
 from xmppd.router import Router
 from xmppd.storage import open_storage
-from xmppd.stream.c2s import C2SService
+from xmppd.transports import tcp
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def world(tmp_path):
     cfg = Config(data_dir=str(tmp_path), preauth_timeout=0)
     store = open_storage(cfg)
     router = Router(cfg)
-    svc = C2SService(cfg, router, store)
+    _, svc = tcp.build(cfg, router, store)
     yield cfg, router, svc
     for xs in list(svc.streams):
         xs.connectionLost(None)
@@ -31,7 +31,7 @@ def bound_session(svc, user, resource):
     xs = svc.factory.buildProtocol(None)
     t = StringTransport()
     xs.makeConnection(t)
-    xs.bindSession(user, f"{user}@localhost", resource)
+    xs.session.bind(user, f"{user}@localhost", resource)
     t.clear()
     return xs, t
 
@@ -49,7 +49,7 @@ def test_route_many_patches_to_per_recipient_and_escapes(world):
     msg["from"] = "room@conference.localhost/nick"
     msg["type"] = "groupchat"
     msg.addElement("body", content="a & b < c")
-    router.route_many(msg, [a.full, b.full, "ghost@localhost/none"])
+    router.route_many(msg, [a.session.full, b.session.full, "ghost@localhost/none"])
     (ea,) = parse_all(ta.value())
     (eb,) = parse_all(tb.value())
     assert ea.get("to") == "alice@localhost/home"
@@ -64,12 +64,13 @@ def test_route_many_patches_to_per_recipient_and_escapes(world):
 def test_registry_replacement_and_removal(world):
     cfg, router, svc = world
     s1, t1 = bound_session(svc, "carol", "x")
-    assert router.sessions.get("carol@localhost/x") is s1
+    assert router.sessions.get("carol@localhost/x") is s1.session
     s2, t2 = bound_session(svc, "carol", "x")   # replaces s1 with a conflict stream error
-    assert router.sessions.get("carol@localhost/x") is s2
+    session2 = s2.session
+    assert router.sessions.get("carol@localhost/x") is session2
     assert b"<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in t1.value()
     s1.connectionLost(None)                     # the old stream ending must not unbind s2
-    assert router.sessions.get("carol@localhost/x") is s2
+    assert router.sessions.get("carol@localhost/x") is session2
     assert list(router.sessions.resources("carol@localhost")) == ["x"]
     s2.connectionLost(None)
     assert router.sessions.get("carol@localhost/x") is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import slixmpp
 
-from xmppd.stream.tls import DEV_CERT
+from xmppd.transports.tls import DEV_CERT
 
 
 def make_client(jid, password, cert=None):

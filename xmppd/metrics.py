@@ -142,16 +142,16 @@ class ServerCollector:
 class Server:
     """The view of the running server that the collector and ``xmppdctl status`` read."""
 
-    def __init__(self, router, store, c2s=None):
+    def __init__(self, router, store, sessions=None):
         self.router = router
         self.store = store
-        self.c2s = c2s
+        self.sessions = sessions    # xmppd.session.SessionManager: every transport's sessions
 
     def connection_states(self):
         states = {"unauthenticated": 0, "bound": 0}
-        streams = getattr(self.c2s, "streams", None) or ()
-        for xs in list(streams):
-            states["bound" if getattr(xs, "bound", False) else "unauthenticated"] += 1
+        sessions = getattr(self.sessions, "sessions", None) or ()
+        for s in list(sessions):
+            states["bound" if s.bound else "unauthenticated"] += 1
         return states
 
     def offline_count(self):

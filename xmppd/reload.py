@@ -40,10 +40,12 @@ RESTART_ONLY = ("domain", "muc_domain", "data_dir", "storage", "storage_dsn", "c
 
 
 class Reloader:
-    def __init__(self, cfg, load, router, c2s=None, muc=None, metrics=None, systemd=None):
+    def __init__(self, cfg, load, router, c2s=None, muc=None, metrics=None, systemd=None,
+                 sessions=None):
         """``load()`` returns a freshly validated Config (raises ConfigError)."""
         self.cfg, self.load, self.router = cfg, load, router
         self.c2s, self.muc, self.metrics, self.systemd = c2s, muc, metrics, systemd
+        self.sessions = sessions    # xmppd.session.SessionManager (c2s is the TCP listener)
         self.count = 0
 
     def install_signal(self):
@@ -70,7 +72,7 @@ class Reloader:
             new = self.load()
             tls_factory = direct_factory = None
             if self.c2s is not None:
-                from xmppd.stream import tls as tlsmod
+                from xmppd.transports import tls as tlsmod
                 tls_factory = tlsmod.context_factory(new)
                 if getattr(self.c2s, "direct_tls_factory", None) is not None:
                     direct_factory = tlsmod.context_factory(new, b"xmpp-client")
@@ -105,23 +107,28 @@ class Reloader:
         return True, "reloaded" + (f" ({', '.join(sorted(changed))})" if changed else "")
 
     def _c2s(self, tls_factory, direct_factory, changed):
-        from xmppd.stream import limits
-        c2s, cfg = self.c2s, self.cfg
+        from xmppd.transports import limits
+        c2s, cfg, sessions = self.c2s, self.cfg, self.sessions
         # The listeners hold the factory objects and ask them for a context per
         # connection: swapping the context inside serves the new certificate.
         c2s.tls_factory._ctx = tls_factory._ctx
         c2s.tls_factory.cert_path = tls_factory.cert_path
         if direct_factory is not None:
             c2s.direct_tls_factory._ctx = direct_factory._ctx
-        c2s.encryption_required = cfg.encryption_required
-        c2s.exempt = limits.Exempt(cfg.limits_exempt)
-        c2s.conn_limit.limit = cfg.max_connections_per_ip
+        c2s.limits.exempt = limits.Exempt(cfg.limits_exempt)
+        c2s.limits.conn_limit.limit = cfg.max_connections_per_ip
         c2s.send_guard.limit = cfg.max_send_buffer
-        t = c2s.auth_throttle
-        t.per_account, t.per_ip, t.window = (cfg.max_auth_failures_per_account,
-                                             cfg.max_auth_failures_per_ip, cfg.auth_failure_window)
         for xs in list(c2s.streams):
             xs.trace = cfg.trace
+        if sessions is not None:
+            sessions.encryption_required = cfg.encryption_required
+            sessions._features.clear()
+            t = sessions.auth_throttle
+            t.per_account, t.per_ip, t.window = (cfg.max_auth_failures_per_account,
+                                                 cfg.max_auth_failures_per_ip,
+                                                 cfg.auth_failure_window)
+            for s in list(sessions.sessions):
+                s.trace = cfg.trace
         if changed & {"interface", "c2s_port"} and c2s.port is not None:
             try:
                 port = reactor.listenTCP(cfg.c2s_port, c2s.factory, interface=cfg.interface)

@@ -1,7 +1,10 @@
 """Who gets a stanza.
 
-Data flows one way: c2s stream -> Router.route -> (local sessions | a
-component such as the MUC service | the server's own services) -> stream.
+Data flows one way: transport -> session -> Router.route -> (local sessions |
+a component such as the MUC service | the server's own services) -> session
+-> transport. The router imports only from below it (:mod:`xmppd.wire`,
+:mod:`xmppd.jid`, :mod:`xmppd.events`); ``error_reply``/``result_reply``/
+``ERROR_TYPES`` are re-exported from :mod:`xmppd.wire.errors`.
 
 CONTRACT (used by c2s, services and the MUC component; keep it stable):
 
@@ -71,25 +74,12 @@ from wokkel import component
 
 from xmppd.events import Event, Hooks
 from xmppd.jid import InvalidJID, parse
-from xmppd.stream.serialize import to_bytes
-
-NS_CLIENT = "jabber:client"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+from xmppd.wire import NS_CLIENT, NS_STANZAS  # noqa: F401  (re-exported)
+from xmppd.wire.errors import ERROR_TYPES, error_reply, result_reply  # noqa: F401  (re-exported)
+from xmppd.wire.serialize import patchable, to_bytes
 
 log = Logger(namespace="xmppd.router")
 
-# RFC 6120 §8.3.3 default error types (Twisted's table lacks policy-violation).
-ERROR_TYPES = {
-    "bad-request": "modify", "conflict": "cancel", "feature-not-implemented": "cancel",
-    "forbidden": "auth", "gone": "cancel", "internal-server-error": "cancel",
-    "item-not-found": "cancel", "jid-malformed": "modify", "not-acceptable": "modify",
-    "not-allowed": "cancel", "not-authorized": "auth", "policy-violation": "modify",
-    "recipient-unavailable": "wait", "redirect": "modify", "registration-required": "auth",
-    "remote-server-not-found": "cancel", "remote-server-timeout": "wait",
-    "resource-constraint": "wait", "service-unavailable": "cancel",
-    "subscription-required": "auth", "undefined-condition": "cancel",
-    "unexpected-request": "wait",
-}
 SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
 ACCOUNT_EVENTS = {"message": "account/message", "presence": "account/presence",
                   "iq": "account/iq"}
@@ -97,51 +87,13 @@ CLIENT_EVENTS = {"message": "client/message", "presence": "client/presence",
                  "iq": "client/iq"}
 
 
-def error_reply(stanza, condition, etype=None, text=None, sender=None):
-    """Build the error answer to ``stanza`` (to/from swapped, id and payload kept)."""
-    attrs = stanza.attributes
-    reply = domish.Element((None, stanza.name))
-    frm = attrs.get("from")
-    if frm:
-        reply["to"] = frm
-    if sender or attrs.get("to"):
-        reply["from"] = sender or attrs["to"]
-    if "id" in attrs:
-        reply["id"] = attrs["id"]
-    reply["type"] = "error"
-    if stanza.name == "iq" or stanza.name == "message":
-        for child in stanza.elements():
-            reply.addChild(child)
-    err = reply.addElement("error")
-    err["type"] = etype or ERROR_TYPES.get(condition, "cancel")
-    err.addElement((NS_STANZAS, condition))
-    if text:
-        t = err.addElement((NS_STANZAS, "text"), content=text)
-        t[("http://www.w3.org/XML/1998/namespace", "lang")] = "en"
-    return reply
-
-
-def result_reply(iq, payload=None, sender=True):
-    """An ``iq type='result'`` answering ``iq``; ``sender=False`` omits ``from``."""
-    reply = domish.Element((None, "iq"))
-    attrs = iq.attributes
-    if "from" in attrs:
-        reply["to"] = attrs["from"]
-    if sender and "to" in attrs:
-        reply["from"] = attrs["to"]
-    reply["id"] = attrs.get("id", "")
-    reply["type"] = "result"
-    if payload is not None:
-        reply.addChild(payload)
-    return reply
-
-
 class SessionRegistry:
-    """Bound c2s sessions keyed by string: full JID -> session, bare JID -> {resource: session}.
+    """Bound sessions keyed by string: full JID -> session, bare JID -> {resource: session}.
 
-    A session is any object with ``full``, ``bare``, ``resource``,
-    ``available``, ``priority``, ``full_escaped`` (bytes), ``deliver(element)``
-    and ``write(bytes)``.
+    A session (:class:`xmppd.session.Session`, whatever transport carries
+    it) is any object with ``full``, ``bare``, ``resource``, ``available``,
+    ``priority``, ``full_escaped`` (bytes), ``deliver(element)``,
+    ``write_stanza(bytes)`` and ``write_patched(head, tail)``.
     """
 
     __slots__ = ("full", "bare")
@@ -226,10 +178,7 @@ class Router(component.Router):
 
     def route_many(self, el, recipients):
         """Serialise ``el`` once and write it to each recipient's session (MUC fan-out)."""
-        el.attributes["to"] = "\x00"
-        data = to_bytes(el)
-        del el.attributes["to"]
-        head, tail = data.split(b"\x00", 1)
+        head, tail = patchable(el)
         full = self.sessions.full
         for r in recipients:
             s = full.get(r)

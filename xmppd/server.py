@@ -6,13 +6,15 @@ def build(cfg, load=None):
     """Return a MultiService holding every part of the server for ``cfg``.
 
     Wiring only; each layer lives in its own package:
-    storage -> router -> services (server's own IQs) -> muc component -> c2s,
+    storage -> router -> services (server's own IQs) -> muc component ->
+    sessions (xmppd.session) -> transports (xmppd.transports: TCP),
     then operations: metrics, systemd notification, reload on SIGHUP
     (``load()`` re-reads the configuration; without it SIGHUP is ignored).
     """
     from xmppd.router import Router
     from xmppd import control, metrics, reload, storage, services, systemd
-    from xmppd.stream import c2s
+    from xmppd.session import SessionManager
+    from xmppd.transports import limits, tcp, tls
     from xmppd.muc import service as muc_service
 
     root = service.MultiService()
@@ -32,17 +34,24 @@ def build(cfg, load=None):
     if cfg.components:
         from xmppd.component.server import ComponentService
         ComponentService(cfg, router).setServiceParent(root)
-    c2s_service = c2s.C2SService(cfg, router, store)
+    tls_factory = tls.context_factory(cfg)       # ConfigError early, before listening
+    direct_tls_factory = (tls.context_factory(cfg, b"xmpp-client")
+                          if cfg.c2s_direct_tls_port >= 0 else None)
+    client_limits = limits.ClientLimits(cfg)     # shared by every client transport
+    manager = SessionManager(cfg, router, store)
+    manager.setServiceParent(root)
+    c2s_service = tcp.TCPListener(manager, client_limits, tls_factory, direct_tls_factory)
     c2s_service.setServiceParent(root)
     root.router = router
-    root.view = metrics.Server(router, store, c2s_service)
+    root.sessions = manager
+    root.view = metrics.Server(router, store, manager)
     metrics_service = metrics.MetricsService(cfg, root.view)
     metrics_service.setServiceParent(root)
     notifier = systemd.SystemdService()
     notifier.setServiceParent(root)
     if load is not None:
         root.reloader = reload.Reloader(cfg, load, router, c2s_service, router.muc, metrics_service,
-                                        notifier)
+                                        notifier, sessions=manager)
         reload.ReloadService(root.reloader).setServiceParent(root)
     control.ControlService(cfg, root).setServiceParent(root)
     return root

@@ -7,8 +7,9 @@
 * :mod:`xmppd.auth.plain` -- PLAIN (RFC 4616) checked against the stored keys.
 * :mod:`xmppd.auth.channel_binding` -- tls-exporter, tls-server-end-point,
   tls-unique data and the XEP-0440 advert.
+* :mod:`xmppd.auth.throttle` -- failed logins per account and per IP address.
 * :mod:`xmppd.auth.sasl` -- the per-server :class:`AuthService` and the
   per-stream :class:`Exchange` every transport's stream calls into.
 
-Used by the c2s stream, ``xmppdctl`` (adduser/passwd) and in-band registration.
+Used by the session's SASL step (:mod:`xmppd.session.sasl`, for every transport), ``xmppdctl`` (adduser/passwd) and in-band registration.
 """

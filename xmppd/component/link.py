@@ -38,8 +38,8 @@ from wokkel import component
 from wokkel.subprotocols import XMPPHandler
 
 from xmppd.component import rehome
-from xmppd.stream import limits
-from xmppd.stream.serialize import to_bytes
+from xmppd.wire import parser as wparser
+from xmppd.wire.serialize import to_bytes
 
 log = Logger(namespace="xmppd.muc.link")
 NS_ADDRESS = "http://jabber.org/protocol/address"
@@ -105,7 +105,7 @@ class ComponentLink(XMPPHandler):
         p.EntityDeclHandler = _reject_restricted
         p.CommentHandler = _reject_restricted
         p.ProcessingInstructionHandler = _reject_restricted
-        limits.limit_depth(self.xmlstream.stream)
+        wparser.limit_depth(self.xmlstream.stream)
 
     def connectionInitialized(self):
         xs = self.xmlstream

@@ -42,9 +42,10 @@ from wokkel import generic
 
 from xmppd import jid as jidlib
 from xmppd.component import NS_COMPONENT, NS_STREAMS, handshake_digest, rehome
-from xmppd.stream import limits
-from xmppd.stream.redact import redact
-from xmppd.stream.serialize import to_bytes
+from xmppd.transports import limits
+from xmppd.wire import parser as wparser
+from xmppd.wire.redact import redact
+from xmppd.wire.serialize import to_bytes
 
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 STANZAS = frozenset(("message", "presence", "iq"))
@@ -127,7 +128,7 @@ class ComponentStream(protocol.Protocol):
         p.ProcessingInstructionHandler = _reject_restricted
         stream.maxStanzaSize = max_size
         stream.maxElementCount = 10000
-        limits.limit_depth(stream)
+        wparser.limit_depth(stream)
 
     def dataReceived(self, data):
         if self.closing:
@@ -137,7 +138,7 @@ class ComponentStream(protocol.Protocol):
             if not data:
                 return
         try:
-            limits.parse(self, data)
+            wparser.parse(self, data)
         except domish.ParserError as e:
             msg = str(e)
             if "restricted-xml" in msg:

@@ -27,7 +27,7 @@ from xmppd.muc.features import load_features
 from xmppd.muc.hooks import Event, Hooks
 from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Room, core
 from xmppd.storage.db import error_condition
-from xmppd.stream.redact import redact
+from xmppd.wire.redact import redact
 
 log = Logger()
 

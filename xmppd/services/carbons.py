@@ -27,7 +27,7 @@ Each copy is serialised once and written to each target with its own ``to``.
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
-from xmppd.stream.serialize import to_bytes
+from xmppd.wire.serialize import to_bytes
 
 NS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"

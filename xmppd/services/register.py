@@ -23,7 +23,7 @@ from xmppd.auth import credentials as credmod
 from xmppd.router import error_reply, result_reply
 from xmppd.storage import delete_account_data
 from xmppd.storage.accounts import AccountError, prepare_username
-from xmppd.stream.limits import MAX_TRACKED, ip_key
+from xmppd.auth.throttle import MAX_TRACKED, ip_key
 
 NS_REGISTER = "jabber:iq:register"
 NS_FEATURE = "http://jabber.org/features/iq-register"
@@ -201,7 +201,7 @@ class Registration:
         """After the result (sent by the router on return), end the account's sessions (§3.2)."""
         log.info("register: {user} removed the account", user=username)
         sessions = list(self.router.sessions.resources(bare).values())
-        reactor.callLater(0, lambda: [s.streamError("not-authorized", "the account was removed")
+        reactor.callLater(0, lambda: [s.close_with_error("not-authorized", "the account was removed")
                                       for s in sessions])
         return None
 

@@ -6,11 +6,15 @@ plus ``xml:`` attributes) in about half that, and falls back to domish for
 anything else (prefixed elements or attributes). Output is relative to the
 ``jabber:client`` stream default namespace, like
 ``toXml(defaultUri='jabber:client')``.
+
+:func:`patchable` serialises once for many recipients: it returns the bytes
+before and after the value of ``to``, and each recipient gets
+``head + escaped(its full JID) + tail`` (the MUC fan-out and multi-resource
+delivery use it through ``Session.write_patched``).
 """
 from twisted.words.xish.domish import Element, SerializedXML
 
-NS_CLIENT = "jabber:client"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
+from xmppd.wire import NS_CLIENT, XML_NS
 
 
 class _Fallback(Exception):
@@ -81,3 +85,19 @@ def to_text(el):
 
 def to_bytes(el):
     return to_text(el).encode("utf-8")
+
+
+def patchable(el):
+    """(head, tail): ``el`` serialised once around its ``to`` value (``to`` itself untouched)."""
+    attrs = el.attributes
+    saved = attrs.get("to")
+    attrs["to"] = "\x00"
+    try:
+        data = to_bytes(el)
+    finally:
+        if saved is None:
+            del attrs["to"]
+        else:
+            attrs["to"] = saved
+    head, tail = data.split(b"\x00", 1)
+    return head, tail
