@@ -100,7 +100,7 @@ class Context:
             if condition is None:
                 s.close()
             else:
-                s.streamError(condition, text)
+                s.close_with_error(condition, text)
         return len(sessions)
 
     def announce(self, body, subject=None):
