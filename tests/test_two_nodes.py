@@ -2,9 +2,10 @@
 
 Users with password accounts (stored in PostgreSQL) log in at the c2s node and
 use rooms served by the MUC node, attached over XEP-0114. The MUC node is killed
-(SIGKILL) and restarted on the same database: persistent rooms, their
-configuration, affiliations (with reasons) and nick registrations are all still
-there, and the c2s node kept serving its clients meanwhile.
+(SIGKILL) mid-traffic (a pipelined burst of affiliation changes) and restarted on the same
+database: every acknowledged change, persistent rooms, their configuration,
+affiliations (with reasons) and nick registrations are all still there, and the
+c2s node kept serving its clients meanwhile.
 """
 import signal
 
@@ -73,9 +74,28 @@ secret = "{SECRET}"
         (rec,) = [r for r in RoomStore(db, Config()).load_all() if r["jid"] == ROOM]
         assert rec["affiliations"]["alice@localhost"] == ("member", {"nick": "Ally"})
 
-        # kill the MUC node mid-session; the c2s node goes on serving
+        # kill the MUC node mid-traffic: a pipelined burst of member grants, SIGKILL while
+        # answers are still coming; every grant acknowledged must be there after the restart
+        acked = set()
+
+        def collect(el):
+            if el.tag == f"{C}iq" and (el.get("id") or "").startswith("burst"):
+                assert el.get("type") == "result", el
+                acked.add(int(el.get("id")[5:]))
+
+        owner.send("".join(f"<iq type='set' to='{ROOM}' id='burst{i}'><query xmlns='{MUC_ADMIN}'>"
+                           f"<item jid='u{i}@localhost' affiliation='member'/></query></iq>"
+                           for i in range(300)))
+        while len(acked) < 20:
+            collect(owner.next())
         muc.proc.send_signal(signal.SIGKILL)
         muc.proc.wait(10)
+        try:
+            while True:
+                collect(owner.next(0.5))
+        except AssertionError:
+            pass
+        assert 20 <= len(acked) < 300, len(acked)
         c2s.wait_for_log(r"component conference\.localhost disconnected")
         alice.send(f"<message to='{ROOM}' type='groupchat' id='down'><body>anyone?</body></message>")
         err = wait_for(alice, lambda el: el.get("id") == "down")
@@ -85,7 +105,10 @@ secret = "{SECRET}"
 
         muc.stop()
         muc = start_muc(cport, muc_dir, "--config", str(muc_dir / "muc.toml"))
-        assert affiliation_list(owner, "member", room=ROOM) == {"alice@localhost": None}
+        members = affiliation_list(owner, "member", room=ROOM)
+        lost = sorted(i for i in acked if f"u{i}@localhost" not in members)
+        assert not lost, f"acknowledged grants lost: {lost}"
+        assert members["alice@localhost"] is None
         assert affiliation_list(owner, "outcast", room=ROOM) == {"mallory@localhost": "spam"}
         assert "owner@localhost" in affiliation_list(owner, "owner", room=ROOM)
         info = ok(iq(owner, f"<query xmlns='{DISCO_INFO}'/>", to=ROOM, itype="get"))
