@@ -203,8 +203,10 @@ def verify_proof(hash_name, stored_key, server_key, auth_message, proof):
     size = hashlib.new(h).digest_size
     stored = stored_key if stored_key is not None else os.urandom(size)
     signature = hmac.digest(stored, auth_message, h)
-    client_key = bytes(a ^ b for a, b in zip(proof, signature))
+    if len(proof) != size:
+        return None
+    client_key = (int.from_bytes(proof, "big") ^ int.from_bytes(signature, "big")).to_bytes(size, "big")
     ok = hmac.compare_digest(hashlib.new(h, client_key).digest(), stored)
-    if not ok or server_key is None or len(proof) != size:
+    if not ok or server_key is None:
         return None
     return hmac.digest(server_key, auth_message, h)
