@@ -259,3 +259,20 @@ def test_old_database_logs_in_and_is_upgraded_to_scram(xmppd_server_factory, tmp
     assert row == ("", 10000, 32)
     assert sqlite3.connect(data / "xmppd.sqlite3").execute("PRAGMA user_version").fetchone()[0] \
         == migrations.LATEST
+
+
+def test_insecure_auth_creates_accounts_with_scram_keys(xmppd_server):
+    cert = xmppd_server.data_dir / DEV_CERT
+
+    async def scenario():
+        c = slix("newcomer@localhost/x", "any password", cert)
+        assert await login(c, xmppd_server.port)
+        await close(c)
+
+    asyncio.run(scenario())
+    xmppd_server.wait_for_log(r"insecure-auth: created account newcomer")
+    row = sqlite3.connect(xmppd_server.data_dir / "xmppd.sqlite3").execute(
+        "SELECT password_hash, length(sha256_stored_key), length(sha1_server_key) FROM accounts "
+        "WHERE username = 'newcomer'").fetchone()
+    assert row == ("", 32, 20)
+    assert re.search(r"authenticated as newcomer@localhost/x \(PLAIN\)", xmppd_server.log())

@@ -208,3 +208,17 @@ def test_offer_order(tmp_path):
     cfg = config.load(overrides={"data_dir": str(tmp_path)})
     svc = AuthService(cfg, None, None)
     assert svc.offer(None) == (("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"), ())
+
+
+def test_downgrade_protection_hash_xep0474():
+    from xmppd.auth.scram import downgrade_hash
+    # XEP-0474 §3.3's example: SHA-1 over the mechanisms and the XEP-0440 binding types.
+    assert downgrade_hash("SHA-1", ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"],
+                          ["tls-server-end-point", "tls-exporter"]) == "G6k/rBLDqgOhRRaCuuatSDFkJ08="
+
+
+def test_server_first_carries_the_hash_of_what_was_offered(auth):
+    import hashlib
+    ex, c, first = run(auth)
+    expected = base64.b64encode(hashlib.sha256(b"PLAIN\x1eSCRAM-SHA-1\x1eSCRAM-SHA-256").digest()).decode()
+    assert attrs(first)["h"] == expected
