@@ -171,6 +171,10 @@ class ComponentStream(protocol.Protocol):
             log.info("component {domain} disconnected", domain=self.domain)
         self.stream = None
 
+    def who(self):
+        """For limits.SendBacklogGuard's log line."""
+        return self.domain or self.peer
+
     def _timeout(self):
         self._timer = None
         if not self.authenticated and not self.closing:
