@@ -79,7 +79,8 @@ COMMIT_SECONDS = Histogram(
     registry=None)
 REACTOR_LAG = Histogram(
     "xmppd_reactor_lag_seconds", "How late a timer fires on the reactor (sampled twice a second)",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
+             0.25, 0.5, 1.0, 2.5),
     registry=None)
 
 
