@@ -6,6 +6,7 @@ offline message), then the scrape must show it.
 import asyncio
 import socket
 import urllib.request
+from pathlib import Path
 
 import slixmpp
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
@@ -74,6 +75,7 @@ def test_metrics_scrape_parses_and_reflects_traffic(xmppd_server_factory, tmp_pa
         bad.connect("127.0.0.1", server.port)
         await asyncio.wait_for(failed, 10)
         bad.disconnect()
+        await alice.plugin["xep_0199"].ping(jid="localhost", timeout=10)
         await asyncio.sleep(1.5)     # the offline message's commit, two lag samples
 
         ctype, text = scrape(port)
@@ -91,9 +93,20 @@ def test_metrics_scrape_parses_and_reflects_traffic(xmppd_server_factory, tmp_pa
         assert value(found, "xmppd_reactor_lag_seconds_count") >= 2
         assert value(found, "xmppd_process_resident_memory_bytes") > 10_000_000
         assert value(found, "xmppd_uptime_seconds") > 0
-        # counted on the hot path (present from the start, at zero until traffic is counted)
-        assert ("xmppd_bytes_total", (("direction", "in"),)) in found
-        assert ("xmppd_stanzas_total", (("direction", "out"), ("kind", "all"))) in found
+        # counted on the hot path
+        assert value(found, "xmppd_stanzas_total", direction="in", kind="message") >= 3
+        assert value(found, "xmppd_stanzas_total", direction="in", kind="presence") >= 3
+        assert value(found, "xmppd_stanzas_total", direction="in", kind="iq") >= 1
+        assert value(found, "xmppd_stanzas_total", direction="out", kind="all") >= 3
+        assert value(found, "xmppd_bytes_total", direction="in") > 1000
+        assert value(found, "xmppd_bytes_total", direction="out") > 1000
+        oks = {labels: v for (n, labels), v in found.items()
+               if n == "xmppd_logins_total" and ("result", "ok") in labels}
+        assert sum(oks.values()) == 2, oks       # by mechanism: slixmpp picks SCRAM
+        assert all(dict(labels)["mechanism"].startswith("SCRAM") for labels in oks)
+        failures = sum(v for (n, labels), v in found.items()
+                       if n == "xmppd_logins_total" and ("result", "failed") in labels)
+        assert failures == 1
 
         # a scraper asking for OpenMetrics gets it, and it parses with the strict parser
         ctype, text = scrape(port, "application/openmetrics-text; version=1.0.0")
@@ -116,3 +129,53 @@ def test_metrics_port_is_off_by_default_and_validated(xmppd_server_factory, tmp_
     bad = xmppd_server_factory("--config", conf, wait=False)
     assert bad.proc.wait(20) == 78
     assert "metrics_port" in bad.log()
+
+
+def test_json_log_lines_for_login_and_logout(tmp_path):
+    """twistd with log_format = "json": one JSON object per line; the login and logout lines
+    carry jid, ip, mechanism and TLS version as fields, and no password."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT, server_env
+    from test_c2s_raw import Raw
+
+    port = free_port()
+    conf = tmp_path / "j.toml"
+    conf.write_text(f'log_format = "json"\nc2s_port = {port}\ninsecure_auth = true\n'
+                    f'data_dir = "{tmp_path / "data"}"\n')
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=",
+                             "xmppd", "--config", str(conf)], cwd=REPO_ROOT, env=server_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c = Raw(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        c.open()
+        c.starttls()
+        assert c.auth("jason", "secret-pass").tag.endswith("success")
+        c.open()
+        c.bind("desk")
+        c.close()
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert events, out
+    login = [e for e in events if "authenticated as" in e.get("log_format", "")]
+    assert len(login) == 1, out
+    assert login[0]["jid"] == "jason@localhost/desk" and login[0]["ip"] == "127.0.0.1"
+    assert login[0]["mechanism"].startswith(("PLAIN", "SCRAM")) and login[0]["tls"] == "TLSv1.3"
+    logout = [e for e in events if "connection closed" in e.get("log_format", "")
+              and e.get("jid") == "jason@localhost/desk"]
+    assert len(logout) == 1 and logout[0]["ip"] == "127.0.0.1"
+    assert "secret-pass" not in out

@@ -38,8 +38,8 @@ LAG_INTERVAL = 0.5
 class Stats:
     """Hot-path counters: one attribute per figure (``STATS.bytes_in += n``)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "message_in", "presence_in", "iq_in", "other_in",
-                 "stanzas_out", "muc_messages", "logins", "login_failures", "started")
+    __slots__ = ("bytes_in", "bytes_out", "stanzas_in", "stanzas_out", "muc_messages", "logins",
+                 "login_failures", "started")
 
     def __init__(self):
         self.reset()
@@ -47,20 +47,11 @@ class Stats:
     def reset(self):
         for name in self.__slots__:
             setattr(self, name, 0)
+        # stanzas read from clients by kind; callers count only these three names
+        self.stanzas_in = {"message": 0, "presence": 0, "iq": 0}
         self.logins = {}            # mechanism -> count (not on the hot path)
         self.login_failures = {}
         self.started = time.time()
-
-    def count_in(self, name):
-        """One stanza read from a client, by kind (anything else is 'other')."""
-        if name == "message":
-            self.message_in += 1
-        elif name == "presence":
-            self.presence_in += 1
-        elif name == "iq":
-            self.iq_in += 1
-        else:
-            self.other_in += 1
 
     def login(self, mechanism, ok):
         d = self.logins if ok else self.login_failures
@@ -96,10 +87,8 @@ class ServerCollector:
         router = srv.router
         c = CounterMetricFamily("xmppd_stanzas", "Stanzas from and to clients",
                                 labels=("direction", "kind"))
-        c.add_metric(("in", "message"), s.message_in)
-        c.add_metric(("in", "presence"), s.presence_in)
-        c.add_metric(("in", "iq"), s.iq_in)
-        c.add_metric(("in", "other"), s.other_in)
+        for kind, n in s.stanzas_in.items():
+            c.add_metric(("in", kind), n)
         c.add_metric(("out", "all"), s.stanzas_out)
         yield c
         c = CounterMetricFamily("xmppd_bytes", "Bytes read from and written to clients",

@@ -13,6 +13,7 @@ from twisted.internet import reactor
 from twisted.logger import Logger
 
 from xmppd.auth.sasl import NS_SASL, SASLFailure
+from xmppd.metrics import STATS
 
 log = Logger(namespace="xmppd.c2s")
 
@@ -105,6 +106,7 @@ class SASL:
             return
         _, data, username = result
         self.exchange.succeeded(username)
+        STATS.login(self.exchange.used.split(" ", 1)[0], True)
         s.send((_SUCCESS_DATA % base64.b64encode(data).decode()).encode() if data else _SUCCESS)
         s.authenticated_as(username)
 
@@ -137,6 +139,7 @@ class SASL:
         s.send(_failure(condition))
         if condition in ("aborted", "encryption-required", "invalid-mechanism"):
             return
+        STATS.login(getattr(getattr(self.exchange, "mech", None), "name", None), False)
         self.failures += 1
         if self.failures >= MAX_SASL_FAILURES:
             s.transport.close_with_error("policy-violation",

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 
 from xmppd.jid import parse_or_none
+from xmppd.metrics import STATS
 from xmppd.router import SUBSCRIPTION_TYPES
 from xmppd.session.negotiation import Negotiation
 from xmppd.wire import NS_CLIENT, NS_STREAMS, XML_LANG
@@ -162,6 +163,7 @@ class Session(Negotiation):
         if handler is None:
             t.close_with_error("unsupported-stanza-type")
             return
+        STATS.stanzas_in[el.name] += 1
         hooks = self.events.stanza_received
         try:
             if hooks:
@@ -186,6 +188,7 @@ class Session(Negotiation):
             return
         if self.trace and self.bound is False:
             log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=redact(data.decode("utf-8", "replace")))
+        STATS.bytes_out += len(data)
         t.send(data)
 
     def write_element(self, el):
@@ -208,6 +211,9 @@ class Session(Negotiation):
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
                      xml=redact(data.decode("utf-8", "replace")))
+        stats = STATS
+        stats.stanzas_out += 1
+        stats.bytes_out += len(data)
         t.send(data)
 
     def write_patched(self, head, tail):
@@ -222,6 +228,7 @@ class Session(Negotiation):
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
                      xml=redact(data.decode("utf-8", "replace")))
+        STATS.bytes_out += len(data)
         t.send(data)
 
     # -- the bound resource ---------------------------------------------------
@@ -242,8 +249,14 @@ class Session(Negotiation):
             log.info("c2s {cid}: {jid} replaced by a new session {new}", cid=old.cid,
                      jid=old.full, new=self.cid)
             old.replaced()
-        log.info("c2s {cid}: authenticated as {jid} ({mech})", cid=self.cid, jid=self.full,
-                 mech=self.sasl.used)
+        conn = t.tls_connection() if t is not None else None
+        tls = conn.get_protocol_version_name() if conn is not None else (
+            "TLS" if t is not None and t.secure else "no TLS")
+        # The login line: jid, ip, mechanism and TLS version as fields (log_format =
+        # "json" keeps them); no secrets.
+        log.info("c2s {cid}: authenticated as {jid} ({mechanism}) from {ip} over {tls}",
+                 cid=self.cid, jid=self.full, mechanism=self.sasl.used,
+                 ip=(getattr(t, "peer", None) or "?").rsplit(":", 1)[0], tls=tls)
 
     # Kept for callers of the pre-split name.
     bindSession = bind

@@ -17,6 +17,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.logger import Logger
 from twisted.words.xish import domish
 
+from xmppd.metrics import STATS
 from xmppd.session.negotiation import LANG_RE
 from xmppd.transports import Transport, limits
 from xmppd.wire import NS_CLIENT, NS_STREAMS, XML_LANG
@@ -98,6 +99,7 @@ class TCPTransport(protocol.Protocol, Transport):
     def dataReceived(self, data):
         if self.closing:
             return
+        STATS.bytes_in += len(data)
         self._last = reactor.seconds()
         if self._rate is not None:
             data = self._rate.admit(data)   # beyond the read rate: held back, reading paused
@@ -144,7 +146,9 @@ class TCPTransport(protocol.Protocol, Transport):
             who = s.full or who
             if s.transport is self:
                 s.transport_lost(why)
-        log.info("c2s {cid}: connection closed ({who})", cid=s.cid if s else "c?", who=who)
+        # The logout line: the JID and address as fields (log_format = "json").
+        log.info("c2s {cid}: connection closed ({who}) from {ip}", cid=s.cid if s else "c?",
+                 who=who, jid=s.full if s else None, ip=self.peer.rsplit(":", 1)[0])
         self.stream = None
 
     def _timeout(self, what):
