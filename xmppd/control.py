@@ -90,7 +90,7 @@ class Commands:
     def cmd_sessions(self, arg):
         out = []
         for full, s in sorted(self.router.sessions.full.items())[:MAX_LISTED]:
-            out.append({"jid": full, "peer": getattr(s, "peer", None),
+            out.append({"jid": full, "peer": getattr(getattr(s, "transport", None), "peer", None),
                         "available": bool(getattr(s, "available", False)),
                         "priority": getattr(s, "priority", 0)})
         return out
@@ -139,8 +139,7 @@ class Commands:
                 if not getattr(room, "destroying", False):
                     room.destroy(reason="The server was reset")
                     rooms += 1
-        c2s = getattr(self.root.view, "c2s", None)
-        throttle = getattr(c2s, "auth_throttle", None)
+        throttle = getattr(getattr(self.root, "sessions", None), "auth_throttle", None)
         if throttle is not None:
             throttle.failures.clear()
         store = self.root.view.store
