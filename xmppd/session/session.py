@@ -74,6 +74,12 @@ class Session(Negotiation):
     def authenticated(self):
         return self.username is not None
 
+    @property
+    def peer(self):
+        """The client's "host:port" (None while detached)."""
+        t = self.transport
+        return t.peer if t is not None else None
+
     def who(self):
         if self.full:
             return self.full

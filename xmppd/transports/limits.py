@@ -204,6 +204,6 @@ class SendBacklogGuard:
             if n > limit:
                 log.info("c2s {cid}: {n} bytes unsent, over max_send_buffer ({limit}): the client "
                          "does not read; closing ({who})", cid=xs.cid, n=n, limit=limit,
-                         who=xs.who())
+                         who=xs.who() if hasattr(xs, "who") else (xs.full or xs.peer))
                 xs.closing = True
                 transport.abortConnection()
