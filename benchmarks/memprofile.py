@@ -53,7 +53,8 @@ def main(argv=None):
     import xmppd  # noqa: F401  (compat shim before wokkel)
     from twisted.internet import reactor, threads
     from xmppd import config, server
-    cfg = config.load(None, {"data_dir": str(work / "xmppd"), "c2s_port": port, "insecure_auth": True,
+    cfg = config.load(None, {"data_dir": str(work / "xmppd"), "c2s_port": port, "http_port": 0,
+                             "insecure_auth": True,
                              "require_encryption": "false"})
     root = server.build(cfg)
     root.startService()

@@ -124,7 +124,7 @@ def start_xmppd(data_dir: Path, cpu: int | None, extra=()) -> Server:
     out = open(log, "ab")
     cmd = pin(cpu) + [sys.executable, "-m", "twisted", "--log-format=text", "xmppd",
                       "--c2s-port", str(port), "--data-dir", str(data_dir),
-                      "--require-encryption", "false", *extra]
+                      "--require-encryption", "false", "--http-port", "0", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=xmppd_env(), stdin=subprocess.DEVNULL, stdout=out,
                             stderr=subprocess.STDOUT)
     out.close()

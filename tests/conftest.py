@@ -32,7 +32,8 @@ def server_env():
 
 def server_command(*args):
     """The argv that starts the server in the foreground with plain-text logs."""
-    return [sys.executable, "-m", "twisted", "--log-format=text", "xmppd", *map(str, args)]
+    return [sys.executable, "-m", "twisted", "--log-format=text", "xmppd", "--http-port", "0",
+            *map(str, args)]
 
 
 class XmppdServer:

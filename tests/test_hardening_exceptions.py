@@ -44,7 +44,7 @@ class Late:
         reactor.callLater(0, root.router.route, reply)   # next reactor turn
 
 globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-cfg = config.load(None, {"data_dir": sys.argv[1], "c2s_port": 0, "insecure_auth": True})
+cfg = config.load(None, {"data_dir": sys.argv[1], "c2s_port": 0, "http_port": 0, "insecure_auth": True})
 root = build(cfg)
 root.router.iq_handlers["urn:xmppd:test:boom"] = boom
 root.router.routes["boom.localhost"] = Exploding()

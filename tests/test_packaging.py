@@ -211,7 +211,8 @@ def test_dev_server_script_serves_in_insecure_auth_mode(tmp_path):
     if not (REPO_ROOT / ".venv" / ".xmppd-installed").exists():
         pytest.skip("no .venv yet: ./scripts/test creates it")
     from conftest import XmppdServer
-    server = XmppdServer(["--c2s-port", "0", "--c2s-direct-tls-port", "0", "--data-dir", tmp_path / "data"],
+    server = XmppdServer(["--c2s-port", "0", "--c2s-direct-tls-port", "0", "--http-port", "0",
+                          "--data-dir", tmp_path / "data"],
                          tmp_path / "data",
                          command=[REPO_ROOT / "scripts" / "dev-server"])
     try:

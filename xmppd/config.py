@@ -76,6 +76,11 @@ class Config:
     component_interface: str = "127.0.0.1"
     component_read_rate_limit: int = 8 * 1024 * 1024  # bytes/s per component (2 s burst); 0 = off
     component_multicast_max: int = 1000  # XEP-0033 bcc recipients per stanza from a component; 0 = off
+    # the web: one HTTP listener for WebSocket, BOSH, discovery, upload, the web client page
+    http_port: int = 5280              # -1 = off; 0 = any free port (logged as "http listening on")
+    http_interface: str = ""           # empty -> interface
+    http_tls_port: int = -1            # -1 = off; HTTPS with the c2s certificate (0 = free port)
+    http_cors_origins: list = field(default_factory=lambda: ["*"])  # allowed browser origins
 
     def __post_init__(self):
         if not self.muc_domain:
@@ -238,6 +243,16 @@ def _validate(cfg):
     if cfg.log_level not in ("debug", "info", "warn", "error", "critical"):
         raise ConfigError("config key 'log_level' must be one of debug, info, warn, error,"
                           f" critical, not {cfg.log_level!r}")
+    if cfg.http_interface:
+        try:
+            ipaddress.ip_address(cfg.http_interface)
+        except ValueError:
+            raise ConfigError("config key 'http_interface' must be an IP address"
+                              f" (or empty for 'interface'), not {cfg.http_interface!r}")
+    for key in ("http_port", "http_tls_port"):
+        if not -1 <= getattr(cfg, key) <= 65535:
+            raise ConfigError(f"config key {key!r} must be -1 (off) or between 0 and 65535,"
+                              f" not {getattr(cfg, key)}")
     for key in ("c2s_port", "component_port", "metrics_port"):
         if not 0 <= getattr(cfg, key) <= 65535:
             raise ConfigError(f"config key {key!r} must be between 0 and 65535,"
@@ -265,7 +280,7 @@ def _validate(cfg):
                           f" not {cfg.require_encryption!r}")
     for name, typ in _TYPES.items():
         if typ is int and name not in ("c2s_port", "component_port", "c2s_direct_tls_port",
-                                       "metrics_port"):
+                                       "metrics_port", "http_port", "http_tls_port"):
             low = 1 if name in _POSITIVE else 0
             if getattr(cfg, name) < low:
                 raise ConfigError(f"config key {name!r} must be >= {low}, not {getattr(cfg, name)}")

@@ -42,6 +42,10 @@ def build(cfg, load=None):
     manager.setServiceParent(root)
     c2s_service = tcp.TCPListener(manager, client_limits, tls_factory, direct_tls_factory)
     c2s_service.setServiceParent(root)
+    if cfg.http_port >= 0:
+        from xmppd.http import HTTPService
+        root.http = HTTPService(manager, client_limits, tls_factory)
+        root.http.setServiceParent(root)
     root.router = router
     root.sessions = manager
     root.view = metrics.Server(router, store, manager)

@@ -47,6 +47,9 @@ class Options(usage.Options):
                                             "TLS from the first byte; default: off, -1)."],
         ["interface", "i", None, "IP address to listen on (default: 127.0.0.1; 0.0.0.0 or :: for "
                                  "all)."],
+        ["http-port", None, None, "TCP port of the HTTP listener: WebSocket, BOSH, discovery, "
+                                  "upload, web client (default: 5280; 0 = any free port, logged as "
+                                  "'http listening on <interface>:<port>')."],
         ["data-dir", None, None, "Directory for storage and the generated certificate "
                                  "(default: ./xmppd-data)."],
         ["tls-cert", None, None, "PEM certificate (chain) for STARTTLS (default: a self-signed "
@@ -104,7 +107,14 @@ class Options(usage.Options):
                 direct = int(direct)
             except ValueError:
                 raise configmod.ConfigError(f"option --c2s-direct-tls-port must be a number, not {direct!r}")
+        http_port = self["http-port"]
+        if http_port is not None:
+            try:
+                http_port = int(http_port)
+            except ValueError:
+                raise configmod.ConfigError(f"option --http-port must be a number, not {http_port!r}")
         self._overrides = {
+            "http_port": http_port,
             "domain": self["domain"], "muc_domain": self["muc-domain"],
             "c2s_port": port, "c2s_direct_tls_port": direct, "interface": self["interface"],
             "data_dir": self["data-dir"], "tls_cert": self["tls-cert"], "tls_key": self["tls-key"],

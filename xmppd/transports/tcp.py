@@ -11,7 +11,6 @@ byte, ALPN ``xmpp-client``) with the same transport class.
 """
 import secrets
 
-from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet import defer, protocol, reactor
 from twisted.logger import Logger
@@ -19,7 +18,8 @@ from twisted.words.xish import domish
 
 from xmppd.metrics import STATS
 from xmppd.session.negotiation import LANG_RE
-from xmppd.transports import Transport, limits
+from xmppd.transports import limits
+from xmppd.transports.base import ConnectionTransport
 from xmppd.wire import NS_CLIENT, NS_STREAMS, XML_LANG
 from xmppd.wire import parser as wparser
 from xmppd.wire.errors import stream_error
@@ -30,64 +30,26 @@ CLOSE_GRACE = 10  # seconds a closing peer gets to finish the TLS shutdown
 _FOOTER = b"</stream:stream>"
 
 
-class TCPTransport(protocol.Protocol, Transport):
+class TCPTransport(protocol.Protocol, ConnectionTransport):
     """One client TCP connection carrying one session."""
 
     def __init__(self, listener, direct_tls=False):
-        self.listener = listener
-        self.manager = listener.manager
-        self.cfg = listener.manager.cfg
-        self.trace = self.cfg.trace
-        self.session = None
-        self.stream = None
-        self.closing = False
+        self._setup(listener)
         self.secure = direct_tls          # XEP-0368: TLS from the first byte
         self.can_starttls = not direct_tls
-        self.peer = "?"
-        self.limited_ip = None      # peer address when per-IP limits apply to it
+        self.stream = None
         self.sid = None
         self.lang = "en"
         self._headerSent = False
-        self._ipCounted = False
-        self._rate = None           # limits.ReadRate
-        self._timer = None
-        self._idleTimer = None
         self._closeTimer = None
-        self._last = 0.0
-
-    @property
-    def cid(self):
-        return self.session.cid if self.session is not None else "c?"
-
-    def who(self):
-        s = self.session
-        return s.who() if s is not None else self.peer
 
     # -- connection events ----------------------------------------------------
 
     def connectionMade(self):
         self.send = self.transport.write    # the hot path: no wrapper per stanza
         peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
-        self.session = self.manager.new_session(self)
+        self._opened(getattr(peer, "host", None), getattr(peer, "port", "?"))
         self._new_parser()
-        host = getattr(peer, "host", None)
-        shared = self.listener.limits
-        if host is not None and host not in shared.exempt:
-            self.limited_ip = host
-            if not shared.conn_limit.acquire(host):
-                self.close_with_error("policy-violation", "too many connections from your address")
-                return
-            self._ipCounted = True
-            if self.cfg.read_rate_limit:
-                self._rate = limits.ReadRate(self, self.cfg.read_rate_limit)
-        self.listener.streams.add(self)
-        self._last = reactor.seconds()
-        if self.cfg.preauth_timeout > 0:
-            self._timer = reactor.callLater(self.cfg.preauth_timeout, self._timeout, "pre-auth")
-        if self.cfg.idle_timeout > 0:
-            self._idleTimer = reactor.callLater(self.cfg.idle_timeout, self._idleCheck)
-        log.info("c2s {cid}: connection opened from {peer}", cid=self.cid, peer=self.peer)
 
     def _new_parser(self):
         """A fresh hardened parser (on connect and on every stream restart)."""
@@ -125,49 +87,11 @@ class TCPTransport(protocol.Protocol, Transport):
             self.close_with_error("internal-server-error")
 
     def connectionLost(self, reason):
-        # "closed": the stream was ended on purpose (our close or stream error, the
-        # client's </stream:stream> or stream error); "lost": the connection dropped.
-        why = "closed" if self.closing else "lost"
-        self.closing = True
-        if self._ipCounted:
-            self._ipCounted = False
-            self.listener.limits.conn_limit.release(self.limited_ip)
-        if self._rate is not None:
-            self._rate.stop()
-            self._rate = None
-        self.listener.streams.discard(self)
-        for t in (self._timer, self._idleTimer, self._closeTimer):
-            if t is not None and t.active():
-                t.cancel()
-        self._timer = self._idleTimer = self._closeTimer = None
-        s, self.session = self.session, None
-        who = "unauthenticated"
-        if s is not None:
-            who = s.full or who
-            if s.transport is self:
-                s.transport_lost(why)
-        # The logout line: the JID and address as fields (log_format = "json").
-        log.info("c2s {cid}: connection closed ({who}) from {ip}", cid=s.cid if s else "c?",
-                 who=who, jid=s.full if s else None, ip=self.peer.rsplit(":", 1)[0])
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
+        self._closeTimer = None
+        self._lost()
         self.stream = None
-
-    def _timeout(self, what):
-        self._timer = None
-        if not self.closing and not (self.session is not None and self.session.bound):
-            log.info("c2s {cid}: {what} timeout", cid=self.cid, what=what)
-            self.close_with_error("connection-timeout")
-
-    def _idleCheck(self):
-        self._idleTimer = None
-        if self.closing:
-            return
-        idle = reactor.seconds() - self._last
-        limit = self.cfg.idle_timeout
-        if idle >= limit:
-            log.info("c2s {cid}: idle timeout", cid=self.cid)
-            self.close_with_error("connection-timeout")
-        else:
-            self._idleTimer = reactor.callLater(limit - idle, self._idleCheck)
 
     # -- parser events --------------------------------------------------------
 
@@ -264,25 +188,11 @@ class TCPTransport(protocol.Protocol, Transport):
     def session_bound(self):
         if self.stream is not None:
             self.stream.maxStanzaSize = self.cfg.max_stanza_size
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stop_preauth_timer()
 
-    def set_session(self, session):
-        old, self.session = self.session, session
-        if old is not None and old is not session:
-            old.transport = None
-            old.end()
+    def _session_changed(self, session):
         if self.stream is not None:
             self.stream.ElementEvent = session.element_received
-        if session.bound:
-            self.session_bound()
-
-    def tls_connection(self):
-        if not self.secure:
-            return None
-        handle = self.transport.getHandle()
-        return handle if isinstance(handle, SSL.Connection) else None
 
 
 class TCPFactory(protocol.ServerFactory):

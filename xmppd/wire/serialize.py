@@ -101,3 +101,28 @@ def patchable(el):
             attrs["to"] = saved
     head, tail = data.split(b"\x00", 1)
     return head, tail
+
+
+_STANZA_NAMES = (b"message", b"presence", b"iq")
+_XMLNS_CLIENT = b" xmlns='jabber:client'"
+_XMLNS_STREAM = b" xmlns:stream='http://etherx.jabber.org/streams'"
+
+
+def standalone(data):
+    """``data`` (one element serialised for a TCP stream) with its namespaces declared.
+
+    Stanzas are serialised relative to the ``jabber:client`` default of a TCP
+    stream and ``stream:`` elements rely on the header's prefix declaration;
+    where each element stands alone (a WebSocket message, a child of a BOSH
+    ``<body/>``) both are declared on the element itself.
+    """
+    end = 1
+    n = len(data)
+    while end < n and data[end] not in b" />":
+        end += 1
+    name = data[1:end]
+    if name in _STANZA_NAMES:
+        return data[:end] + _XMLNS_CLIENT + data[end:]
+    if name.startswith(b"stream:"):
+        return data[:end] + _XMLNS_STREAM + data[end:]
+    return data
