@@ -2,11 +2,10 @@
 
     python -m benchmarks.ws_login [--clients 400] [--concurrency 20] [--rounds 3]
 
-Creates accounts user1..userN with stored credentials (as benchmarks/compare.py does), starts
-one server pinned to CPU 0 (like the comparison, in --insecure-auth mode over existing
-accounts: no password hashing in the figure, only the protocol work), and logs N clients in
-over plain TCP and then over ws://.../xmpp-websocket, alternating, from this process pinned to
-CPU 1. A login is: connect, open, features, SASL PLAIN, restart, bind, <presence/> and a ping
+Creates accounts user1..userN with stored credentials (benchmarks/servers.py, as the comparison
+does: the server checks every password against the stored keys), starts one server pinned to
+CPU 0 and logs N clients in over plain TCP and over ws://.../xmpp-websocket, alternating, from
+this process pinned to CPU 1. A login is: connect, open, features, SASL PLAIN, restart, bind, <presence/> and a ping
 answered. logins/s = N / wall time of the batch; the server's CPU share is printed too.
 The WebSocket client is autobahn's asyncio client (a real WebSocket library).
 """
