@@ -81,6 +81,7 @@ class Config:
     http_interface: str = ""           # empty -> interface
     http_tls_port: int = -1            # -1 = off; HTTPS with the c2s certificate (0 = free port)
     http_cors_origins: list = field(default_factory=lambda: ["*"])  # allowed browser origins
+    web_client_assets: str = "https://cdn.conversejs.org/14.0.0/dist"  # converse.js dist: URL or local dir
 
     def __post_init__(self):
         if not self.muc_domain:

@@ -7,6 +7,8 @@ same site over TLS with the c2s certificate. It serves:
 =========================== ================================================
 ``/xmpp-websocket``         XMPP over WebSocket, RFC 7395
                             (:mod:`xmppd.transports.websocket`)
+``/``                       the built-in web client page (converse.js),
+                            :mod:`xmppd.http.webclient`
 ``/http-bind``              XMPP over BOSH, XEP-0124/0206
                             (:mod:`xmppd.transports.bosh`)
 ``/.well-known/host-meta``  XEP-0156 discovery, XRD and ``host-meta.json``
@@ -26,7 +28,7 @@ from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from xmppd.http import cors, hostmeta
+from xmppd.http import cors, hostmeta, webclient
 
 log = Logger(namespace="xmppd.http")
 
@@ -122,6 +124,7 @@ class HTTPService(service.Service):
         self.root.putChild(b".well-known", well_known)
         well_known.putChild(b"host-meta", hostmeta.HostMeta(self, json=False))
         well_known.putChild(b"host-meta.json", hostmeta.HostMeta(self, json=True))
+        self.root.putChild(b"", webclient.mount(self.root, cfg))
         self.site = Site(self.root, timeout=IDLE_TIMEOUT)
         self.site.max_body = cfg.max_stanza_size + BODY_SLACK
         self.site.displayTracebacks = False
