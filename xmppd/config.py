@@ -58,6 +58,9 @@ class Config:
     max_resources_per_account: int = 16
     max_offline_messages: int = 100
     max_blocklist_items: int = 1000     # JIDs one account may block (XEP-0191)
+    smacks_max_resumption_time: int = 300   # s a dropped XEP-0198 session waits for a resume; 0 = no resumption
+    smacks_max_unacked_stanzas: int = 500   # unacked stanzas kept per session before it is closed
+    csi_max_held: int = 256             # stanzas held for an inactive client (XEP-0352) before a flush
     muc_max_history: int = 50
     muc_default_history: int = 20
     muc_max_rooms_per_creator: int = 0  # 0 = unlimited
@@ -100,7 +103,8 @@ _DEFAULTS = Config()
 _TYPES = {name: type(getattr(_DEFAULTS, name)) for name in FIELDS}
 
 # Integer keys that must be >= 1 (the rest of the integer keys must be >= 0).
-_POSITIVE = {"max_stanza_size", "max_preauth_size", "max_resources_per_account"}
+_POSITIVE = {"max_stanza_size", "max_preauth_size", "max_resources_per_account",
+             "smacks_max_unacked_stanzas", "csi_max_held"}
 
 
 def load(path=None, overrides=None, extra_admins=()):

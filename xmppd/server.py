@@ -39,6 +39,9 @@ def build(cfg, load=None):
                           if cfg.c2s_direct_tls_port >= 0 else None)
     client_limits = limits.ClientLimits(cfg)     # shared by every client transport
     manager = SessionManager(cfg, router, store)
+    from xmppd.session import csi, sm
+    csi.install(manager, sm.install(manager))   # XEP-0352 holds before XEP-0198 counts
+    manager.events.add("session-unbound", router.carbons.forget)   # XEP-0280 flag ends with it
     manager.setServiceParent(root)
     c2s_service = tcp.TCPListener(manager, client_limits, tls_factory, direct_tls_factory)
     c2s_service.setServiceParent(root)
