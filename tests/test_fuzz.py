@@ -136,19 +136,30 @@ CORPUS = [
     "</x></command></iq>",
     "<iq type='set' id='ac7' to='localhost'><command xmlns='http://jabber.org/protocol/commands' "
     "node='http://jabber.org/protocol/admin#get-registered-users-num'/></iq>",
+    # XEP-0198 stream management, XEP-0352 client state (nonzas)
+    "<enable xmlns='urn:xmpp:sm:3' resume='true' max='99999999999'/>",
+    "<enable xmlns='urn:xmpp:sm:3'/>",
+    "<r xmlns='urn:xmpp:sm:3'/>",
+    "<a xmlns='urn:xmpp:sm:3' h='0'/>",
+    "<a xmlns='urn:xmpp:sm:3' h='4294967295'/>",
+    "<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>",
+    "<inactive xmlns='urn:xmpp:csi:0'/>",
+    "<active xmlns='urn:xmpp:csi:0'/>",
 ]
 
 NAMES = ["message", "presence", "iq", "body", "query", "x", "item", "error", "field", "value",
          "subject", "destroy", "invite", "history", "ping", "show", "priority", "occupant-id", "a",
-         "block", "unblock", "blocklist", "enable", "disable", "private", "forwarded"]
+         "block", "unblock", "blocklist", "enable", "disable", "private", "forwarded",
+         "r", "resume", "enabled", "inactive", "active"]
 NAMESPACES = ["", "jabber:client", "urn:xmpp:ping", "http://jabber.org/protocol/muc",
               "http://jabber.org/protocol/muc#user", "http://jabber.org/protocol/muc#admin",
               "http://jabber.org/protocol/muc#owner", "jabber:x:data", "jabber:iq:register",
               "http://jabber.org/protocol/disco#info", "urn:ietf:params:xml:ns:xmpp-stanzas",
               "http://etherx.jabber.org/streams", "urn:x", "urn:xmpp:occupant-id:0", "urn:xmpp:blocking",
-              "urn:xmpp:carbons:2", "urn:xmpp:forward:0"]
+              "urn:xmpp:carbons:2", "urn:xmpp:forward:0", "urn:xmpp:sm:3", "urn:xmpp:csi:0"]
 ATTRS = ["to", "from", "type", "id", "xml:lang", "jid", "nick", "role", "affiliation", "var",
-         "maxstanzas", "maxchars", "seconds", "since", "code", "node", "action"]
+         "maxstanzas", "maxchars", "seconds", "since", "code", "node", "action", "h", "previd",
+         "resume", "max"]
 VALUES = ["", "get", "set", "result", "error", "groupchat", "chat", "headline", "normal",
           "unavailable", "subscribe", "probe", "none", "owner", "admin", "member", "outcast",
           "moderator", "participant", "visitor", "localhost", "conference.localhost", ROOM,
