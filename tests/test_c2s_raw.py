@@ -372,7 +372,7 @@ def test_large_but_allowed_stanza_is_delivered(raw):
 def test_unsupported_stanza_type_after_bind(raw):
     c = raw()
     c.login("weird")
-    c.send("<enable xmlns='urn:xmpp:sm:3'/>")
+    c.send("<frobnicate xmlns='urn:example:not-a-feature'/>")   # (urn:xmpp:sm:3 is served now)
     assert c.stream_error() == "unsupported-stanza-type"
 
 
