@@ -84,11 +84,19 @@ class Config:
     http_interface: str = ""           # empty -> interface
     http_tls_port: int = -1            # -1 = off; HTTPS with the c2s certificate (0 = free port)
     http_cors_origins: list = field(default_factory=lambda: ["*"])  # allowed browser origins
+    upload_domain: str = ""            # XEP-0363 service; empty -> "upload." + domain
+    upload_max_size: int = 10 * 1024 * 1024    # bytes per file
+    upload_quota: int = 100 * 1024 * 1024      # bytes stored per account; 0 = unlimited
+    upload_slot_timeout: int = 300     # seconds a slot may wait for its PUT
+    upload_expiry_days: int = 30       # files are deleted after this many days; 0 = kept
+    upload_url: str = ""               # public base URL of the HTTP listener; empty -> http://interface:port
     web_client_assets: str = "https://cdn.conversejs.org/14.0.0/dist"  # converse.js dist: URL or local dir
 
     def __post_init__(self):
         if not self.muc_domain:
             self.muc_domain = "conference." + self.domain
+        if not self.upload_domain:
+            self.upload_domain = "upload." + self.domain
 
     @property
     def encryption_required(self):
@@ -233,6 +241,8 @@ def _validate(cfg):
         if not host or j is None or j.user is not None or j.resource is not None:
             raise ConfigError(f"config key {key!r} must be a domain name, not {host!r}")
         setattr(cfg, key, j.host)               # nameprep'd: compared with stanza JIDs later
+    if cfg.upload_domain in (cfg.domain, cfg.muc_domain):
+        raise ConfigError("config key 'upload_domain' must differ from 'domain' and 'muc_domain'")
     if cfg.muc_domain == cfg.domain:
         raise ConfigError("config key 'muc_domain' must differ from 'domain'")
     for key in ("interface", "component_interface", "metrics_interface"):

@@ -37,7 +37,8 @@ log = Logger(namespace="xmppd.reload")
 RESTART_ONLY = ("domain", "muc_domain", "data_dir", "storage", "storage_dsn", "components",
                 "component_port", "component_interface", "c2s_direct_tls_port",
                 "allow_registration", "max_registrations_per_ip", "registration_window", "accounts",
-                "http_port", "http_interface", "http_tls_port", "http_cors_origins")
+                "http_port", "http_interface", "http_tls_port", "http_cors_origins",
+                "upload_domain", "web_client_assets")
 
 
 class Reloader:

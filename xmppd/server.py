@@ -48,6 +48,7 @@ def build(cfg, load=None):
     if cfg.http_port >= 0:
         from xmppd.http import HTTPService
         root.http = HTTPService(manager, client_limits, tls_factory)
+        root.http.mount_upload(router, cfg.data_dir)
         root.http.setServiceParent(root)
     root.router = router
     root.sessions = manager

@@ -42,16 +42,23 @@ class Request(server.Request):
     """A request whose body is refused beyond the site's limit."""
 
     def gotLength(self, length):
-        limit = self.channel.site.max_body
+        limit = self._limit()
         if length is not None and length > limit:
             self.channel._respondToBadRequestAndDisconnect()   # 400 and close: never buffered
             return
         self._received = 0
         super().gotLength(length)
 
+    def _limit(self):
+        site = self.channel.site
+        path = getattr(self.channel, "_path", b"") or b""
+        if site.upload_max and path.startswith(b"/upload/"):
+            return site.upload_max
+        return site.max_body
+
     def handleContentChunk(self, data):
         self._received = getattr(self, "_received", 0) + len(data)
-        if self._received > self.channel.site.max_body:
+        if self._received > self._limit():
             self.channel.transport.abortConnection()           # chunked and too large
             return
         super().handleContentChunk(data)
@@ -93,6 +100,7 @@ class Site(server.Site):
     noisy = False
     requestFactory = Request
     max_body = 1 << 20
+    upload_max = 0
 
     @staticmethod
     def protocol():
@@ -125,6 +133,8 @@ class HTTPService(service.Service):
         well_known.putChild(b"host-meta", hostmeta.HostMeta(self, json=False))
         well_known.putChild(b"host-meta.json", hostmeta.HostMeta(self, json=True))
         self.root.putChild(b"", webclient.mount(self.root, cfg))
+        self.upload = None
+        self.port = None
         self.site = Site(self.root, timeout=IDLE_TIMEOUT)
         self.site.max_body = cfg.max_stanza_size + BODY_SLACK
         self.site.displayTracebacks = False
@@ -141,11 +151,32 @@ class HTTPService(service.Service):
         netloc = host if port == default else f"{host}:{port}"
         return f"{scheme}://{netloc}", f"{ws}://{netloc}"
 
+    def mount_upload(self, router, store_dir):
+        """XEP-0363: the upload.<domain> service and ``/upload/``."""
+        from xmppd.http.upload import UploadResource
+        from xmppd.services.upload import UploadService
+        from xmppd.storage.files import FileStore
+        files = FileStore(store_dir)
+        self.upload = UploadService(router, self.cfg, files, self.base_url)
+        self.root.putChild(b"upload", UploadResource(self.upload, files, self.cors))
+        self.site.upload_max = self.cfg.upload_max_size
+        return self.upload
+
+    def base_url(self):
+        """The listener's URL for links handed to clients (``upload_url`` when set)."""
+        if self.cfg.upload_url:
+            return self.cfg.upload_url.rstrip("/")
+        host = self.cfg.http_interface or self.cfg.interface
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port or self.cfg.http_port}"
+
     def startService(self):
         super().startService()
         iface = self.cfg.http_interface or self.cfg.interface
         p = reactor.listenTCP(self.cfg.http_port, self.site, interface=iface)
         self.ports.append(p)
+        self.port = p.getHost().port
         log.info("http listening on {iface}:{port}", iface=iface, port=p.getHost().port)
         if self.cfg.http_tls_port >= 0:
             from twisted.internet import ssl  # noqa: F401  (the reactor's TLS support)
@@ -153,12 +184,16 @@ class HTTPService(service.Service):
                                   interface=iface)
             self.ports.append(p)
             log.info("https listening on {iface}:{port}", iface=iface, port=p.getHost().port)
+        if self.upload is not None:
+            self.upload.start()
 
     def stopService(self):
         super().stopService()
         for t in list(self.streams):
             t.close_with_error("system-shutdown")
         self.bosh.close_all()
+        if self.upload is not None:
+            self.upload.stop()
         ports, self.ports = self.ports, []
         from twisted.internet import defer
         return defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])

@@ -142,6 +142,8 @@ def delete_account_data(db, cfg, username):
         AccountStore(db, cfg).delete(username)
         OfflineStore(db, cfg).delete_account(username)
         BlocklistStore(db, cfg).delete_account(username)
+    from xmppd.storage import files
+    files.delete_owner(cfg.data_dir, f"{username}@{cfg.domain}")   # XEP-0363 uploads
 
 
 def get_setting(db, name, default=None):
