@@ -33,10 +33,10 @@ def test_disco_info_of_the_server(client):
     assert {INFO, ITEMS, "urn:xmpp:ping", "jabber:iq:version"} <= features
 
 
-def test_disco_items_list_the_conference_service(client):
+def test_disco_items_list_the_conference_and_upload_services(client):
     el = ask(client, f"<query xmlns='{ITEMS}'/>")
     items = [i.get("jid") for i in el.find(f"{{{ITEMS}}}query")]
-    assert items == ["conference.localhost"]
+    assert items == ["conference.localhost", "upload.localhost"]
 
 
 def test_disco_unknown_node_and_set(client):
