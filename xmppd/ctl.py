@@ -117,8 +117,9 @@ def _room_command(args, cfg, db):
             return 1
         rec = recs[0]
         conf = dict(rec["config"])
-        if conf.get("password"):
-            conf["password"] = "(set)"
+        for secret in ("password", "occupant_id_salt"):   # (the salt keys XEP-0421 ids)
+            if conf.get(secret):
+                conf[secret] = "(set)"
         print(json.dumps({"jid": jid, "config": conf,
                           "affiliations": {b: {"affiliation": a, **d}
                                            for b, (a, d) in sorted(rec["affiliations"].items())}},
