@@ -295,7 +295,7 @@ def test_resource_conflict_replaces_old_session(raw):
     ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
      "to='example.net' version='1.0'>", "host-unknown"),
     ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
-     "to='localhost' version='2.0'>", "unsupported-version"),
+     "to='localhost' version='0.9'>", "unsupported-version"),  # (2.0: answered)
     ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
      "to='localhost'>", "unsupported-version"),
     ("<stream:hello xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "

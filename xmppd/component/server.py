@@ -44,7 +44,7 @@ from xmppd import jid as jidlib
 from xmppd.component import NS_COMPONENT, NS_STREAMS, handshake_digest, rehome
 from xmppd.transports import limits
 from xmppd.wire import parser as wparser
-from xmppd.wire.redact import redact
+from xmppd.wire.redact import for_trace
 from xmppd.wire.serialize import to_bytes
 
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -219,7 +219,7 @@ class ComponentStream(protocol.Protocol):
             self.on_handshake(el)
             return
         if self.trace:
-            log.info("component {domain} IN {xml}", domain=self.domain, xml=redact(el.toXml()))
+            log.info("component {domain} IN {xml}", domain=self.domain, xml=for_trace(el.toXml()))
         name = el.name
         if el.uri != NS_COMPONENT or name not in STANZAS:
             self.stream_error("invalid-namespace" if name in STANZAS
@@ -244,7 +244,7 @@ class ComponentStream(protocol.Protocol):
             self.router.route(el)
         except Exception:
             log.failure("component {domain}: routing failed for {xml}", domain=self.domain,
-                        xml=redact(el.toXml())[:2000])
+                        xml=for_trace(el.toXml())[:2000])
 
     def multicast(self, el, addresses):
         """XEP-0033 bcc fan-out of ``el`` (see the module docstring)."""
@@ -309,7 +309,7 @@ class ComponentStream(protocol.Protocol):
         data = to_bytes(el)
         if self.trace:
             log.info("component {domain} OUT {xml}", domain=self.domain,
-                     xml=redact(data.decode("utf-8", "replace")))
+                     xml=for_trace(data.decode("utf-8", "replace")))
         self.transport.write(data)
 
     def stream_error(self, condition, text=None):

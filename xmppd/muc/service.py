@@ -27,7 +27,7 @@ from xmppd.muc.features import load_features
 from xmppd.muc.hooks import Event, Hooks
 from xmppd.muc.room import NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Room, core
 from xmppd.storage.db import error_condition
-from xmppd.wire.redact import redact
+from xmppd.wire.redact import for_trace
 
 log = Logger()
 
@@ -213,7 +213,7 @@ class MUCService(XMPPHandler):
         except Exception:
             log.failure("MUC dispatch failed for {name} from {frm} to {to}: {xml}", name=obj.name,
                         frm=obj.getAttribute("from"), to=obj.getAttribute("to"),
-                        xml=redact(obj.toXml())[:2000])
+                        xml=for_trace(obj.toXml())[:2000])
             if obj.name == "iq" and obj.getAttribute("type") in ("get", "set"):
                 self.send(error_reply(obj, "internal-server-error", "cancel"))
             return

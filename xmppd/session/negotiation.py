@@ -35,9 +35,15 @@ _TLS_FAILURE = ("<failure xmlns='%s'/>" % NS_TLS).encode()
 
 
 def valid_version(version):
-    """RFC 6120 §4.7.5: we speak 1.x; anything else is unsupported-version."""
+    """RFC 6120 §4.7.5: a "major.minor" version of 1.0 or higher is accepted.
+
+    Our header always says 1.0, the highest we speak: a client announcing a
+    higher version (e.g. 2.0) gets 1.0 back and decides itself whether to go
+    on ("unsupported-version" is the initiator's call). A missing or lower
+    version (pre-XMPP 0.9) or one that is not "number.number" is refused.
+    """
     major, dot, minor = version.partition(".")
-    return major.isdigit() and int(major) == 1 and bool(dot) and minor.isdigit()
+    return major.isdigit() and int(major) >= 1 and bool(dot) and minor.isdigit()
 
 
 class Negotiation:

@@ -29,7 +29,7 @@ from xmppd.router import SUBSCRIPTION_TYPES
 from xmppd.session.negotiation import Negotiation
 from xmppd.wire import NS_CLIENT, NS_STREAMS, XML_LANG
 from xmppd.wire.errors import error_reply
-from xmppd.wire.redact import redact
+from xmppd.wire.redact import for_trace
 from xmppd.wire.serialize import patchable, to_bytes
 
 log = Logger(namespace="xmppd.c2s")
@@ -150,12 +150,12 @@ class Session(Negotiation):
             return
         if not self.bound:
             if self.trace:
-                log.info("c2s {cid} IN {xml}", cid=self.cid, xml=redact(self.sasl.redacted(el)))
+                log.info("c2s {cid} IN {xml}", cid=self.cid, xml=for_trace(self.sasl.redacted(el)))
             self.negotiate(el)
             return
         if self.trace:
             log.info("c2s {cid} {jid} IN {xml}", cid=self.cid, jid=self.full,
-                     xml=redact(el.toXml()))
+                     xml=for_trace(el.toXml()))
         if el.uri != NS_CLIENT:
             if self.events.fire("nonza-received", self, el):
                 return
@@ -179,7 +179,7 @@ class Session(Negotiation):
             handler(el)
         except Exception:
             log.failure("c2s {cid} {jid}: error handling {xml}", cid=self.cid, jid=self.full,
-                        xml=redact(el.toXml())[:2000])
+                        xml=for_trace(el.toXml())[:2000])
             if el.name == "iq" and el.attributes.get("type") in ("get", "set"):
                 reply = error_reply(el, "internal-server-error")
                 reply.attributes["to"] = self.full
@@ -193,7 +193,7 @@ class Session(Negotiation):
         if t is None or t.closing:
             return
         if self.trace and self.bound is False:
-            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=redact(data.decode("utf-8", "replace")))
+            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=for_trace(data.decode("utf-8", "replace")))
         STATS.bytes_out += len(data)
         t.send(data)
 
@@ -216,7 +216,7 @@ class Session(Negotiation):
             return      # nothing may follow </stream:stream> (late replies, e.g. after storage)
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
-                     xml=redact(data.decode("utf-8", "replace")))
+                     xml=for_trace(data.decode("utf-8", "replace")))
         stats = STATS
         stats.stanzas_out += 1
         stats.bytes_out += len(data)
@@ -233,7 +233,7 @@ class Session(Negotiation):
             return
         if self.trace:
             log.info("c2s {cid} {jid} OUT {xml}", cid=self.cid, jid=self.full,
-                     xml=redact(data.decode("utf-8", "replace")))
+                     xml=for_trace(data.decode("utf-8", "replace")))
         STATS.bytes_out += len(data)
         t.send(data)
 

@@ -23,11 +23,26 @@ from xmppd.transports.base import ConnectionTransport
 from xmppd.wire import NS_CLIENT, NS_STREAMS, XML_LANG
 from xmppd.wire import parser as wparser
 from xmppd.wire.errors import stream_error
+from xmppd.wire.redact import one_line
 
 log = Logger(namespace="xmppd.c2s")
 
 CLOSE_GRACE = 10  # seconds a closing peer gets to finish the TLS shutdown
 _FOOTER = b"</stream:stream>"
+
+
+
+def client_header(root):
+    """The client's stream header as it declared it (for --trace): namespaces and attributes."""
+    parts = ["<stream:stream"]
+    if root.defaultUri:
+        parts.append(" xmlns='%s'" % domish.escapeToXml(root.defaultUri, 1))
+    if root.uri:
+        parts.append(" xmlns:stream='%s'" % domish.escapeToXml(root.uri, 1))
+    for key, value in root.attributes.items():
+        name = "xml:" + key[1] if isinstance(key, tuple) else key
+        parts.append(" %s='%s'" % (name, domish.escapeToXml(value, 1)))
+    return "".join(parts) + ">"
 
 
 class TCPTransport(protocol.Protocol, ConnectionTransport):
@@ -99,6 +114,8 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
         if self.closing:
             return
         self.sid = secrets.token_hex(8)
+        if self.trace:
+            log.info("c2s {cid} IN {xml}", cid=self.cid, xml=one_line(client_header(root)))
         lang = root.attributes.get(XML_LANG)
         if not (lang and LANG_RE.match(lang)):
             lang = None
@@ -124,7 +141,7 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
 
     def _write(self, data):
         if self.trace:
-            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=data.decode("utf-8", "replace"))
+            log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=one_line(data.decode("utf-8", "replace")))
         self.transport.write(data)
 
     def open_stream(self):

@@ -13,9 +13,24 @@ import re
 _SASL = re.compile(r"(<(?:[\w.-]+:)?(auth|response|challenge|success)\b[^>]*xmlns=['\"]urn:ietf:params:"
                    r"xml:ns:xmpp-sasl['\"][^>]*(?<!/)>)(.*?)(</(?:[\w.-]+:)?\2>)", re.S)
 _PASSWORD = re.compile(r"(<((?:[\w.-]+:)?password)\b[^>]*(?<!/)>)(.*?)(</\2>)", re.S)
-_SECRET_FIELD = re.compile(r"(<((?:[\w.-]+:)?field)\b[^>]*var=['\"][^'\"]*(?:secret|password|passwd)"
-                           r"[^'\"]*['\"][^>]*(?<!/)>)(.*?)(</\2>)", re.S | re.I)
+# a field whose var names a password or secret, unless the var is a flag about one
+# (muc#roomconfig_passwordprotectedroom says *whether* there is a password: shown)
+_SECRET_FIELD = re.compile(r"(<((?:[\w.-]+:)?field)\b[^>]*var=['\"](?![^'\"]*protected)[^'\"]*"
+                           r"(?:secret|password|passwd)[^'\"]*['\"][^>]*(?<!/)>)(.*?)(</\2>)",
+                           re.S | re.I)
 _REDACTED = "[redacted]"
+
+
+def one_line(text):
+    """``text`` on one log line: backslash, CR and LF escaped (so grep finds whole stanzas)."""
+    if "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    return text
+
+
+def for_trace(text):
+    """What ``--trace`` logs for a stanza: secrets redacted, on one line."""
+    return one_line(redact(text))
 
 
 def redact(text):
