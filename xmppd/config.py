@@ -90,6 +90,7 @@ class Config:
     upload_slot_timeout: int = 300     # seconds a slot may wait for its PUT
     upload_expiry_days: int = 30       # files are deleted after this many days; 0 = kept
     upload_url: str = ""               # public base URL of the HTTP listener; empty -> http://interface:port
+    web_console: str = "auto"          # /console: "auto" (on when the HTTP listener is on loopback), "true", "false"
     web_client_assets: str = "https://cdn.conversejs.org/14.0.0/dist"  # converse.js dist: URL or local dir
 
     def __post_init__(self):
@@ -290,6 +291,9 @@ def _validate(cfg):
     if not -1 <= cfg.c2s_direct_tls_port <= 65535:
         raise ConfigError("config key 'c2s_direct_tls_port' must be -1 (off) or between 0 and"
                           f" 65535, not {cfg.c2s_direct_tls_port}")
+    if cfg.web_console not in ("auto", "true", "false"):
+        raise ConfigError("config key 'web_console' must be 'auto', 'true' or 'false',"
+                          f" not {cfg.web_console!r}")
     if cfg.require_encryption not in ("auto", "true", "false"):
         raise ConfigError("config key 'require_encryption' must be 'auto', 'true' or 'false',"
                           f" not {cfg.require_encryption!r}")

@@ -9,6 +9,8 @@ same site over TLS with the c2s certificate. It serves:
                             (:mod:`xmppd.transports.websocket`)
 ``/``                       the built-in web client page (converse.js),
                             :mod:`xmppd.http.webclient`
+``/console``                the live developer console (loopback or
+                            ``web_console = true``), :mod:`xmppd.http.console`
 ``/http-bind``              XMPP over BOSH, XEP-0124/0206
                             (:mod:`xmppd.transports.bosh`)
 ``/.well-known/host-meta``  XEP-0156 discovery, XRD and ``host-meta.json``
@@ -28,7 +30,7 @@ from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from xmppd.http import cors, hostmeta, webclient
+from xmppd.http import console, cors, hostmeta, webclient
 
 log = Logger(namespace="xmppd.http")
 
@@ -133,6 +135,8 @@ class HTTPService(service.Service):
         well_known.putChild(b"host-meta", hostmeta.HostMeta(self, json=False))
         well_known.putChild(b"host-meta.json", hostmeta.HostMeta(self, json=True))
         self.root.putChild(b"", webclient.mount(self.root, cfg))
+        if console.enabled(cfg):
+            self.root.putChild(b"console", console.Console(self))
         self.upload = None
         self.port = None
         self.site = Site(self.root, timeout=IDLE_TIMEOUT)
