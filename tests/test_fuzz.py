@@ -146,20 +146,58 @@ CORPUS = [
     "<inactive xmlns='urn:xmpp:csi:0'/>",
     "<active xmlns='urn:xmpp:csi:0'/>",
 ]
+# personal data (issue 11): PEP/pubsub, vCard, private storage, bookmarks, caps
+PS = "http://jabber.org/protocol/pubsub"
+CORPUS += [
+    f"<iq type='set' id='ps1'><pubsub xmlns='{PS}'><publish node='urn:x:n'><item id='1'>"
+    "<geoloc xmlns='http://jabber.org/protocol/geoloc'><lat>1</lat></geoloc></item></publish>"
+    "<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+    f"<value>{PS}#publish-options</value></field><field var='pubsub#access_model'><value>open</value>"
+    "</field><field var='pubsub#max_items'><value>max</value></field></x></publish-options></pubsub></iq>",
+    f"<iq type='get' id='ps2' to='fuzzer@localhost'><pubsub xmlns='{PS}'><items node='urn:x:n' "
+    "max_items='2'><item id='1'/></items></pubsub></iq>",
+    f"<iq type='set' id='ps3' to='other@localhost'><pubsub xmlns='{PS}'><subscribe node='urn:x:n' "
+    "jid='fuzzer@localhost'/></pubsub></iq>",
+    f"<iq type='set' id='ps4'><pubsub xmlns='{PS}'><retract node='urn:x:n' notify='true'>"
+    "<item id='1'/></retract></pubsub></iq>",
+    f"<iq type='set' id='ps5'><pubsub xmlns='{PS}#owner'><configure node='urn:x:n'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='pubsub#max_items'><value>3</value></field>"
+    "</x></configure></pubsub></iq>",
+    f"<iq type='set' id='ps6'><pubsub xmlns='{PS}#owner'><delete node='urn:x:n'/></pubsub></iq>",
+    "<iq type='set' id='vc1'><vCard xmlns='vcard-temp'><FN>F</FN><PHOTO><TYPE>image/png</TYPE>"
+    "<BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard></iq>",
+    "<iq type='get' id='vc2' to='other@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    "<iq type='set' id='pr1'><query xmlns='jabber:iq:private'><prefs xmlns='urn:x:p'>v</prefs></query></iq>",
+    "<iq type='set' id='bm1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+    "<conference jid='r@conference.localhost' autojoin='true'><nick>n</nick></conference>"
+    "</storage></query></iq>",
+    f"<iq type='set' id='bm2'><pubsub xmlns='{PS}'><publish node='urn:xmpp:bookmarks:1'>"
+    "<item id='r@conference.localhost'><conference xmlns='urn:xmpp:bookmarks:1' autojoin='true'/>"
+    "</item></publish></pubsub></iq>",
+    "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:x' "
+    "ver='QgayPKawpkPSDYmwT/WM94uAlu0='/><x xmlns='vcard-temp:x:update'><photo>ab</photo></x></presence>",
+    "<iq type='result' id='caps-0' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+]
 
 NAMES = ["message", "presence", "iq", "body", "query", "x", "item", "error", "field", "value",
          "subject", "destroy", "invite", "history", "ping", "show", "priority", "occupant-id", "a",
          "block", "unblock", "blocklist", "enable", "disable", "private", "forwarded",
-         "r", "resume", "enabled", "inactive", "active"]
+         "r", "resume", "enabled", "inactive", "active",
+         "pubsub", "publish", "items", "retract", "publish-options", "vCard", "PHOTO", "BINVAL",
+         "storage", "conference", "c", "photo"]
 NAMESPACES = ["", "jabber:client", "urn:xmpp:ping", "http://jabber.org/protocol/muc",
               "http://jabber.org/protocol/muc#user", "http://jabber.org/protocol/muc#admin",
               "http://jabber.org/protocol/muc#owner", "jabber:x:data", "jabber:iq:register",
               "http://jabber.org/protocol/disco#info", "urn:ietf:params:xml:ns:xmpp-stanzas",
               "http://etherx.jabber.org/streams", "urn:x", "urn:xmpp:occupant-id:0", "urn:xmpp:blocking",
-              "urn:xmpp:carbons:2", "urn:xmpp:forward:0", "urn:xmpp:sm:3", "urn:xmpp:csi:0"]
+              "urn:xmpp:carbons:2", "urn:xmpp:forward:0", "urn:xmpp:sm:3", "urn:xmpp:csi:0",
+              "http://jabber.org/protocol/pubsub", "http://jabber.org/protocol/pubsub#owner",
+              "vcard-temp", "vcard-temp:x:update", "jabber:iq:private", "storage:bookmarks",
+              "urn:xmpp:bookmarks:1", "http://jabber.org/protocol/caps"]
 ATTRS = ["to", "from", "type", "id", "xml:lang", "jid", "nick", "role", "affiliation", "var",
          "maxstanzas", "maxchars", "seconds", "since", "code", "node", "action", "h", "previd",
-         "resume", "max"]
+         "resume", "max",
+         "max_items", "hash", "ver", "autojoin", "notify"]
 VALUES = ["", "get", "set", "result", "error", "groupchat", "chat", "headline", "normal",
           "unavailable", "subscribe", "probe", "none", "owner", "admin", "member", "outcast",
           "moderator", "participant", "visitor", "localhost", "conference.localhost", ROOM,

@@ -61,6 +61,14 @@ class Config:
     smacks_max_resumption_time: int = 300   # s a dropped XEP-0198 session waits for a resume; 0 = no resumption
     smacks_max_unacked_stanzas: int = 500   # unacked stanzas kept per session before it is closed
     csi_max_held: int = 256             # stanzas held for an inactive client (XEP-0352) before a flush
+    # personal data (PEP, vCard, private XML storage)
+    pep_max_item_size: int = 128 * 1024      # bytes of one serialised PEP item payload
+    pep_max_items_per_node: int = 256        # what max_items 'max' means; the cap of any node
+    pep_max_nodes_per_account: int = 128
+    pep_max_subscribers_per_node: int = 1000
+    max_vcard_size: int = 128 * 1024         # bytes of a serialised vCard (with its PHOTO)
+    max_private_storage: int = 256 * 1024    # bytes of XEP-0049 private XML per account
+    caps_cache_size: int = 1000              # XEP-0115 verification strings remembered
     muc_max_history: int = 50
     muc_default_history: int = 20
     muc_max_rooms_per_creator: int = 0  # 0 = unlimited
@@ -113,7 +121,8 @@ _TYPES = {name: type(getattr(_DEFAULTS, name)) for name in FIELDS}
 
 # Integer keys that must be >= 1 (the rest of the integer keys must be >= 0).
 _POSITIVE = {"max_stanza_size", "max_preauth_size", "max_resources_per_account",
-             "smacks_max_unacked_stanzas", "csi_max_held"}
+             "smacks_max_unacked_stanzas", "csi_max_held",
+             "pep_max_items_per_node"}
 
 
 def load(path=None, overrides=None, extra_admins=()):

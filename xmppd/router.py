@@ -32,7 +32,9 @@ Server-side IQ handlers (``xmppd.services``) register in
 None for the server itself or the bare JID string of the account the IQ was
 addressed to. ``fn`` returns the payload element (or None for an empty
 result), or a Deferred firing with it (e.g. after a storage write), or
-raises (or fails with) ``StanzaError``. ``router.user_exists(localpart)`` is set
+raises (or fails with) ``StanzaError`` (its ``appCondition``, e.g. XEP-0060's
+pubsub#errors, goes into the error; any other failure is logged and answered
+with ``xmppd.storage.db.error_condition`` of it). ``router.user_exists(localpart)`` is set
 by the services to the account store's ``exists``.
 
 Feature modules (``xmppd/services/*.py``) hook stanza events on
@@ -58,7 +60,8 @@ routing code:
 
 ``router.server_features`` and ``router.account_features`` (lists of
 namespaces) are what disco#info on the server and on an account's bare JID
-advertise; a feature module appends what it serves. ``router.server_items``
+advertise; a feature module appends what it serves (``router.account_identities``:
+extra ``(category, type)`` identities of an account, e.g. PEP's pubsub/pep). ``router.server_items``
 (list of ``(jid, name)``) feeds the server's disco#items.
 ``router.server_info_forms`` (list of functions returning a data form
 element) adds XEP-0128 extended information to the server's disco#info.
@@ -146,6 +149,7 @@ class Router(component.Router):
         self.hooks = Hooks()
         self.server_features = []
         self.account_features = []
+        self.account_identities = []   # (category, type) beside account/registered, e.g. pubsub/pep
         self.server_items = []
         self.server_info_forms = []
         self.disco_nodes = {}
@@ -335,7 +339,7 @@ class Router(component.Router):
         try:
             payload = handler(iq, child, target)
         except StanzaError as e:
-            self._reply_error(iq, e.condition, e.type, e.text, reply_from)
+            self._reply_error(iq, e.condition, e.type, e.text, reply_from, e.appCondition)
             return
         except Exception:
             self._handler_failed(iq, child, handler, None, reply_from)
@@ -351,15 +355,19 @@ class Router(component.Router):
     def _handler_failed(self, iq, child, handler, failure, reply_from):
         e = failure.value if failure is not None else None
         if isinstance(e, StanzaError):
-            self._reply_error(iq, e.condition, e.type, e.text, reply_from)
+            self._reply_error(iq, e.condition, e.type, e.text, reply_from, e.appCondition)
             return
         log.failure("IQ handler {handler} failed on an IQ from {frm} ({ns})", failure,
                     handler=getattr(handler, "__qualname__", handler),
                     frm=iq.getAttribute("from"), ns=child.uri)
-        self._reply_error(iq, "internal-server-error", None, None, reply_from)
+        condition = "internal-server-error"
+        if e is not None:     # a storage failure: resource-constraint when the disk is full
+            from xmppd.storage.db import error_condition
+            condition = error_condition(e)
+        self._reply_error(iq, condition, None, None, reply_from)
 
-    def _reply_error(self, iq, condition, etype, text, reply_from):
-        reply = error_reply(iq, condition, etype, text)
+    def _reply_error(self, iq, condition, etype, text, reply_from, app=None):
+        reply = error_reply(iq, condition, etype, text, app=app)
         if not reply_from:
             reply.attributes.pop("from", None)
         if reply.attributes.get("to"):

@@ -75,6 +75,9 @@ class ServerServices:
                 features = features + getattr(self.router, "component_features", [])  # component/
         else:
             ident["category"], ident["type"] = "account", "registered"
+            for category, itype in self.router.account_identities:
+                extra = q.addElement("identity")
+                extra["category"], extra["type"] = category, itype
             features = self.router.account_features
         for f in features:
             q.addElement("feature")["var"] = f
@@ -157,4 +160,11 @@ def install(router, cfg, store):
     admin_requests.install(router, cfg, store)
     admin.install(router, cfg, store)
     contact_info.install(router, cfg)
+    from xmppd.pubsub import pep
+    from xmppd.services import private, vcard
+    router.pep = pep.install(router, cfg, store)
+    vcard.install(router, cfg, store, router.pep)
+    router.private = private.install(router, cfg, store)
+    from xmppd.services import bookmarks
+    bookmarks.install(router, cfg, router.pep)
     return services

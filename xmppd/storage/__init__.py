@@ -8,6 +8,7 @@ can provide the same objects without touching the MUC or c2s code:
 * ``storage.rooms``    -- :class:`xmppd.storage.rooms.RoomStore`
 * ``storage.offline``  -- :class:`xmppd.storage.offline.OfflineStore`
 * ``storage.blocklist`` -- :class:`xmppd.storage.blocklist.BlocklistStore` (XEP-0191)
+* ``storage.personal`` -- :class:`xmppd.storage.personal.PersonalStore` (PEP, vCards, private XML)
 
 Contract for every backend: a write method returns a Deferred that fires
 once its change is committed (so the caller acknowledges it to a client only
@@ -61,6 +62,7 @@ class Storage(service.Service):
         self.rooms = rooms
         self.offline = offline
         self.blocklist = None        # set by the backend (XEP-0191 blocklists)
+        self.personal = None         # set by the backend (PEP, vCards, private XML)
         self.lock = lock
         self.request_handlers = {}   # command -> fn(arg)
         self._poller = None
@@ -138,10 +140,12 @@ def delete_account_data(db, cfg, username):
     from xmppd.storage.accounts import AccountStore
     from xmppd.storage.blocklist import BlocklistStore
     from xmppd.storage.offline import OfflineStore
+    from xmppd.storage.personal import PersonalStore
     with db.transaction():       # the stores' statements join this transaction
         AccountStore(db, cfg).delete(username)
         OfflineStore(db, cfg).delete_account(username)
         BlocklistStore(db, cfg).delete_account(username)
+        PersonalStore(db, cfg).delete_account(username)    # PEP, vCards, private XML
     from xmppd.storage import files
     files.delete_owner(cfg.data_dir, f"{username}@{cfg.domain}")   # XEP-0363 uploads
 
@@ -252,4 +256,6 @@ def open_storage(cfg):
                       AsyncOfflineStore(db, cfg, writer), lock, writer)
     from xmppd.storage.blocklist import AsyncBlocklistStore
     storage.blocklist = AsyncBlocklistStore(db, cfg, writer)
+    from xmppd.storage.personal import AsyncPersonalStore
+    storage.personal = AsyncPersonalStore(db, cfg, writer)   # PEP, vCards, private XML
     return storage

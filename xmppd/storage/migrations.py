@@ -101,6 +101,49 @@ def _v7_server_settings(conn):
         )""")
 
 
+def _v8_personal_data(conn):
+    """Per-account personal data: PEP nodes and items (XEP-0163), vCards, private XML (XEP-0049)."""
+    conn.execute("""
+        CREATE TABLE pep_nodes (
+            username TEXT NOT NULL,
+            node     TEXT NOT NULL,
+            config   TEXT NOT NULL,
+            PRIMARY KEY (username, node)
+        )""")
+    conn.execute("""
+        CREATE TABLE pep_items (
+            id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            username  TEXT NOT NULL,
+            node      TEXT NOT NULL,
+            item_id   TEXT NOT NULL,
+            publisher TEXT NOT NULL,
+            payload   TEXT NOT NULL,
+            UNIQUE (username, node, item_id)
+        )""")
+    conn.execute("CREATE INDEX pep_items_node ON pep_items (username, node, id)")
+    conn.execute("""
+        CREATE TABLE pep_subscriptions (
+            username TEXT NOT NULL,
+            node     TEXT NOT NULL,
+            jid      TEXT NOT NULL,
+            PRIMARY KEY (username, node, jid)
+        )""")
+    conn.execute("CREATE INDEX pep_subscriptions_jid ON pep_subscriptions (jid)")
+    conn.execute("""
+        CREATE TABLE vcards (
+            username TEXT PRIMARY KEY,
+            vcard    TEXT NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE private_xml (
+            username  TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            xml       TEXT NOT NULL,
+            size      INTEGER NOT NULL,
+            PRIMARY KEY (username, namespace)
+        )""")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
@@ -110,6 +153,7 @@ MIGRATIONS = [
     (5, "blocklist", _v5_blocklist),
     (6, "SCRAM credentials for accounts", _v6_scram),
     (7, "server settings (message of the day)", _v7_server_settings),
+    (8, "personal data: PEP, vCards, private XML", _v8_personal_data),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -98,6 +98,37 @@ MIGRATIONS = [
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL)""",
     ]),
+    (8, "personal data: PEP, vCards, private XML", [
+        """CREATE TABLE pep_nodes (
+            username TEXT NOT NULL,
+            node TEXT NOT NULL,
+            config TEXT NOT NULL,
+            PRIMARY KEY (username, node))""",
+        """CREATE TABLE pep_items (
+            id BIGSERIAL PRIMARY KEY,
+            username TEXT NOT NULL,
+            node TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            publisher TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            UNIQUE (username, node, item_id))""",
+        "CREATE INDEX pep_items_node ON pep_items (username, node, id)",
+        """CREATE TABLE pep_subscriptions (
+            username TEXT NOT NULL,
+            node TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            PRIMARY KEY (username, node, jid))""",
+        "CREATE INDEX pep_subscriptions_jid ON pep_subscriptions (jid)",
+        """CREATE TABLE vcards (
+            username TEXT PRIMARY KEY,
+            vcard TEXT NOT NULL)""",
+        """CREATE TABLE private_xml (
+            username TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            xml TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (username, namespace))""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

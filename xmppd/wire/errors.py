@@ -17,8 +17,12 @@ ERROR_TYPES = {
 }
 
 
-def error_reply(stanza, condition, etype=None, text=None, sender=None):
-    """Build the error answer to ``stanza`` (to/from swapped, id and payload kept)."""
+def error_reply(stanza, condition, etype=None, text=None, sender=None, app=None):
+    """Build the error answer to ``stanza`` (to/from swapped, id and payload kept).
+
+    ``app`` is an application-specific condition element (e.g. XEP-0060's
+    pubsub#errors), added after the text (RFC 6120 §8.3.2).
+    """
     attrs = stanza.attributes
     reply = domish.Element((None, stanza.name))
     frm = attrs.get("from")
@@ -38,6 +42,8 @@ def error_reply(stanza, condition, etype=None, text=None, sender=None):
     if text:
         t = err.addElement((NS_STANZAS, "text"), content=text)
         t[XML_LANG] = "en"
+    if app is not None:
+        err.addChild(app)
     return reply
 
 
