@@ -169,3 +169,22 @@ def test_bosh_bad_requests(xmppd_server):
     assert r.status == 400
     c.close()
     assert "Traceback" not in xmppd_server.log()
+
+
+def test_bosh_request_sent_again_while_held_takes_its_place(xmppd_server):
+    """A client whose connection broke while its request was held sends the same rid again."""
+    port = http_port(xmppd_server)
+    b = Bosh(port)
+    b.login("dora")
+    b.send("<presence xmlns='jabber:client'/>")
+    rid = b.rid + 1
+    b.rid = rid
+    first = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    first.request("POST", "/http-bind", b.body(rid=rid).encode())
+    first.sock.close()                  # the connection breaks while the request is held
+    status, data = b.post(b.body(rid=rid))
+    assert status == 200
+    r = ET.fromstring(data)
+    assert r.get("type") is None and len(r) == 0       # held, then answered empty after 'wait'
+    r = b.send()                                         # and the session goes on
+    assert r.get("type") is None

@@ -122,6 +122,8 @@ class HTTPService(service.Service):
         self.limits = client_limits
         self.tls_factory = tls_factory
         self.streams = set()           # live WebSocket transports
+        from xmppd.transports import limits as limitsmod
+        self.send_guard = limitsmod.SendBacklogGuard(self.streams, cfg.max_send_buffer)
         self.ports = []
         self.root = Root()
         self.cors = cors.Policy(cfg.http_cors_origins)
@@ -177,6 +179,7 @@ class HTTPService(service.Service):
 
     def startService(self):
         super().startService()
+        self.send_guard.start()
         iface = self.cfg.http_interface or self.cfg.interface
         p = reactor.listenTCP(self.cfg.http_port, self.site, interface=iface)
         self.ports.append(p)
@@ -193,6 +196,7 @@ class HTTPService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.send_guard.stop()
         for t in list(self.streams):
             t.close_with_error("system-shutdown")
         self.bosh.close_all()

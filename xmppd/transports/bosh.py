@@ -83,6 +83,7 @@ class BOSHTransport(Transport):
         self.held = []                      # _Held, oldest first
         self.early = {}                     # rid -> (request, body root, children): ahead of order
         self.responses = {}                 # rid -> response bytes (for resent rids)
+        self.dropped = set()                # rids held when their connection broke
         self.queue = []                     # bytes for the next response
         self._flush = None
         self._inactivity = None
@@ -131,13 +132,25 @@ class BOSHTransport(Transport):
             self.close_with_error("policy-violation", "stanza too large")
             return terminate("policy-violation")
         if rid <= self.rid:
-            data = self.responses.get(rid)
-            if data is None:
-                return self._fail("item-not-found", request)
             for h in self.held:
-                if h.rid == rid:          # the same request again while held: answer the new one
-                    self._answer(h, b"")
-            return data                   # §14.3: the same response again
+                if h.rid == rid:          # sent again while still held (its connection broke):
+                    h.request = request   # the new request waits in its place
+                    request.notifyFinish().addErrback(lambda _, r=request: self._gone(h, r))
+                    return server.NOT_DONE_YET
+            data = self.responses.get(rid)
+            if data is not None:
+                return data               # §14.3: the same response again
+            if rid in self.dropped:       # held when its connection broke, never answered
+                self.dropped.discard(rid)
+                h = _Held(rid, request, None)
+                self.held.append(h)
+                request.notifyFinish().addErrback(lambda _, r=request: self._gone(h, r))
+                if self.queue:
+                    self._schedule_flush()
+                else:
+                    h.timer = reactor.callLater(self.wait, self._expire, h)
+                return server.NOT_DONE_YET
+            return self._fail("item-not-found", request)
         if rid > self.rid + self.requests:
             return self._fail("item-not-found", request)
         if rid != self.rid + 1:
@@ -156,7 +169,7 @@ class BOSHTransport(Transport):
         self._touch(INACTIVITY)
         h = _Held(rid, request, None)
         self.held.append(h)
-        request.notifyFinish().addErrback(lambda _: self._gone(h))
+        request.notifyFinish().addErrback(lambda _, r=request: self._gone(h, r))
         if attrs.get("type") == "terminate":
             for el in children:
                 self._deliver(el)
@@ -199,10 +212,13 @@ class BOSHTransport(Transport):
         if h in self.held:
             self._answer(h, b"")
 
-    def _gone(self, h):
+    def _gone(self, h, request):
         """The client dropped a held request's connection."""
-        if h in self.held:
+        if h.request is request and h in self.held:
             self.held.remove(h)
+            self.dropped.add(h.rid)
+            for old in [r for r in self.dropped if r <= self.rid - self.requests]:
+                self.dropped.discard(old)
             if h.timer is not None and h.timer.active():
                 h.timer.cancel()
 
@@ -425,7 +441,7 @@ class BOSHResource(resource.Resource):
         t.rid = rid
         h = _Held(rid, request, None)
         t.held.append(h)
-        request.notifyFinish().addErrback(lambda _: t._gone(h))
+        request.notifyFinish().addErrback(lambda _, r=request: t._gone(h, r))
         t._open(attrs)
         if t.queue:
             t._do_flush()
