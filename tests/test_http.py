@@ -94,3 +94,18 @@ def test_hostile_http_is_refused_and_the_server_keeps_serving(xmppd_server):
     assert get(f"http://127.0.0.1:{port}/.well-known/host-meta")[0] == 200
     slow.close()
     assert "Traceback" not in xmppd_server.log()
+
+
+def test_https_port_serves_the_same_site(xmppd_server_factory, tmp_path):
+    import ssl
+    conf = tmp_path / "tls.toml"
+    conf.write_text("http_tls_port = 0\n")
+    server = xmppd_server_factory("--config", conf)
+    port = int(server.wait_for_log(r"https listening on \S+:(\d+)").group(1))
+    ctx = ssl.create_default_context(cafile=str(server.data_dir / "xmppd-dev-cert.pem"))
+    ctx.check_hostname = False
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/.well-known/host-meta.json",
+                                context=ctx, timeout=10) as r:
+        links = {l["rel"]: l["href"] for l in json.loads(r.read())["links"]}
+    assert links["urn:xmpp:alt-connections:websocket"] == f"wss://127.0.0.1:{port}/xmpp-websocket"
+    assert links["urn:xmpp:alt-connections:xbosh"] == f"https://127.0.0.1:{port}/http-bind"
