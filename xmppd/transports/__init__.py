@@ -63,9 +63,24 @@ class Transport:
     def session_bound(self):
         """The session bound a resource: lift pre-auth limits and timers."""
 
+    session = None
+
     def set_session(self, session):
-        """Carry ``session`` from now on (XEP-0198 resumption moves one here)."""
-        raise NotImplementedError
+        """Carry ``session`` from now on (XEP-0198 resumption moves one here).
+
+        The session this transport had until now ends (it was a fresh one,
+        made for the resuming connection).
+        """
+        old, self.session = self.session, session
+        if old is not None and old is not session:
+            old.transport = None
+            old.end()
+        self._session_changed(session)
+        if session.bound:
+            self.session_bound()
+
+    def _session_changed(self, session):
+        """Point the framing's parser at ``session`` (TCP overrides)."""
 
     def tls_connection(self):
         """The pyOpenSSL ``Connection`` when encrypted, else None (channel binding:

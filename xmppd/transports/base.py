@@ -118,18 +118,6 @@ class ConnectionTransport(Transport):
             self._timer.cancel()
         self._timer = None
 
-    def set_session(self, session):
-        old, self.session = self.session, session
-        if old is not None and old is not session:
-            old.transport = None
-            old.end()
-        self._session_changed(session)
-        if session.bound:
-            self.session_bound()
-
-    def _session_changed(self, session):
-        """Point the parser at ``session`` (framings override)."""
-
     def tls_connection(self):
         if not self.secure:
             return None

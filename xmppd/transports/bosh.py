@@ -343,12 +343,6 @@ class BOSHTransport(Transport):
             self._preauth.cancel()
         self._preauth = None
 
-    def set_session(self, session):
-        old, self.session = self.session, session
-        if old is not None and old is not session:
-            old.transport = None
-            old.end()
-
     def tls_connection(self):
         return None      # a BOSH session spans many TLS connections: no channel binding
 

@@ -228,9 +228,6 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
             self.stream.maxStanzaSize = self.cfg.max_stanza_size
         self._stop_preauth_timer()
 
-    def _session_changed(self, session):
-        pass     # the parser calls self._element, which looks the session up each time
-
 
 class WebSocketListenerFactory(WebSocketServerFactory):
     """autobahn's factory for ``/xmpp-websocket``: subprotocol, origins, sizes, handshake timeouts."""
