@@ -47,27 +47,50 @@ FIGURES = {
     "chat_delivered": ("1:1 chat delivered/s, 100 pairs, 10 in flight per direction", "msg/s", True, "~10 600",
                        18000),
     "muc_joins": ("MUC joins/s while filling 20 rooms x 100", "joins/s", True, "~46", 300),
+    # issue 12 (xmppd only): archiving's cost on groupchat throughput, and one archive page
+    "muc_10x50_archiving": ("MUC 10x50 delivered/s, archiving on / off", "ratio", True, "n/a", 0.8),
+    "muc_1x200_archiving": ("MUC 1x200 delivered/s, archiving on / off", "ratio", True, "n/a", 0.8),
+    "mam_page_p95": ("MAM query p95, one page of 50 from a 100 000-message archive", "ms", False, "n/a", 20),
 }
+# Groups run against xmppd only: {group: {"config": extra TOML lines, ...}}. The *_log groups
+# repeat a MUC group with every room archived (muc_log_by_default = true; off by default);
+# the figures muc_*_archiving are the per-round ratio of each to its plain (archiving off) twin.
+XMPPD_ONLY = {
+    "muc10x50_log": {"config": "muc_log_by_default = true\n"},
+    "muc1x200_log": {"config": "muc_log_by_default = true\n"},
+    "mam": {},
+}
+ARCHIVE_MESSAGES = 100_000      # the mam group's archive (user1's), filled before the run
+RATIOS = {"muc_10x50_archiving": ("muc_10x50_log_delivered", "muc_10x50_delivered"),
+          "muc_1x200_archiving": ("muc_1x200_log_delivered", "muc_1x200_delivered")}
 
 
 def groups(quick: bool):
-    """(name, loadgen argv, timeout s). Quick mode keeps the shapes but shrinks N and durations."""
+    """(name, loadgen argv, timeout s). Quick mode keeps the shapes but shrinks N and durations.
+
+    Each *_log group (archiving on) follows its plain twin, so the on/off ratio compares runs
+    close in time.
+    """
     if quick:
         return [
             ("login", ["login", "--clients", "300", "--concurrency", "50", "--scram"], 180),
             ("chat", ["chat", "--pairs", "20", "--duration", "2"], 60),
             ("mucfill", ["mucfill", "--rooms", "4", "--per-room", "25"], 120),
             ("muc10x50", ["muc", "--rooms", "4", "--per-room", "25", "--tag", "10x50", "--duration", "2"], 120),
-            ("muc1x200", ["muc", "--rooms", "1", "--per-room", "50", "--tag", "1x200", "--duration", "2",
-                          "--latency-rate", "250"], 120),
+            ("muc10x50_log", ["muc", "--rooms", "4", "--per-room", "25", "--tag", "10x50_log", "--duration", "2"], 120),
+            ("muc1x200", ["muc", "--rooms", "1", "--per-room", "50", "--tag", "1x200", "--duration", "2", "--latency-rate", "250"], 120),
+            ("muc1x200_log", ["muc", "--rooms", "1", "--per-room", "50", "--tag", "1x200_log", "--duration", "2"], 120),
+            ("mam", ["mamquery", "--queries", "100"], 120),
         ]
     return [
         ("login", ["login", "--clients", "2000", "--concurrency", "100", "--scram"], 500),
         ("chat", ["chat", "--pairs", "100", "--window", "10", "--duration", "8"], 120),
         ("mucfill", ["mucfill", "--rooms", "20", "--per-room", "100", "--join-concurrency", "50"], 400),
         ("muc10x50", ["muc", "--rooms", "10", "--per-room", "50", "--tag", "10x50", "--duration", "8"], 240),
-        ("muc1x200", ["muc", "--rooms", "1", "--per-room", "200", "--tag", "1x200", "--duration", "8",
-                      "--latency-rate", "1000"], 240),
+        ("muc10x50_log", ["muc", "--rooms", "10", "--per-room", "50", "--tag", "10x50_log", "--duration", "8"], 240),
+        ("muc1x200", ["muc", "--rooms", "1", "--per-room", "200", "--tag", "1x200", "--duration", "8", "--latency-rate", "1000"], 240),
+        ("muc1x200_log", ["muc", "--rooms", "1", "--per-room", "200", "--tag", "1x200_log", "--duration", "8"], 240),
+        ("mam", ["mamquery", "--queries", "300"], 180),
     ]
 
 
@@ -80,15 +103,23 @@ def accounts_needed(gs) -> int:
             n = max(n, opt("--clients", 2000))
         elif argv[0] == "chat":
             n = max(n, 2 * opt("--pairs", 100))
+        elif argv[0] == "mamquery":
+            n = max(n, 2)
         else:
             n = max(n, opt("--rooms", 20) * opt("--per-room", 100))
     return n
 
 
-def run_group(server_name, work: Path, gen_argv, timeout, a):
+def run_group(server_name, work: Path, gen_argv, timeout, a, group=None):
     """Start a fresh server, run one loadgen group against it, return its figures (dicts)."""
     if server_name == "xmppd":
-        srv = servers.start_xmppd(work / "xmppd", a.server_cpu)
+        extra = []
+        conf = XMPPD_ONLY.get(group, {}).get("config")
+        if conf:
+            path = work / f"{group}.toml"
+            path.write_text(conf)
+            extra = ["--config", str(path)]
+        srv = servers.start_xmppd(work / "xmppd", a.server_cpu, extra)
     else:
         srv = servers.start_prosody(work / "prosody", a.server_cpu)
     cmd = servers.pin(a.gen_cpu) + [sys.executable, "-m", "benchmarks.loadgen", *gen_argv,
@@ -120,6 +151,8 @@ def fmt(v, unit):
         return "n/a"
     if unit in ("KB", "ms", "MB"):
         return f"{v:,.1f}"
+    if unit == "ratio":
+        return f"{v:.2f}"
     return f"{v:,.0f}"
 
 
@@ -316,7 +349,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small N and short windows (a smoke run)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 3, quick 1)")
     p.add_argument("--servers", default="xmppd,prosody")
-    p.add_argument("--only", help="comma-separated groups (login,chat,mucfill,muc10x50,muc1x200)")
+    p.add_argument("--only", help="comma-separated groups (login,chat,mucfill,muc10x50,muc10x50_log,muc1x200,muc1x200_log,mam)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1)
     p.add_argument("--work-dir", type=Path, help="keep server data here (default: a temporary directory)")
@@ -340,6 +373,8 @@ def main(argv=None):
     n = accounts_needed(gs)
     if "xmppd" in names:
         servers.prepare_xmppd(work / "xmppd", n)
+        if any(g[0] == "mam" for g in gs):
+            servers.prepare_archive(work / "xmppd", "user1@localhost", ARCHIVE_MESSAGES)
     if "prosody" in names:
         servers.prepare_prosody(work / "prosody", n)
     runs, errors = {}, []
@@ -348,8 +383,10 @@ def main(argv=None):
             for gi, (gname, gargv, timeout) in enumerate(gs):
                 order = names if (rnd + gi) % 2 == 0 else names[::-1]
                 for sname in order:
+                    if gname in XMPPD_ONLY and sname != "xmppd":
+                        continue
                     print(f"[round {rnd + 1}/{a.rounds}] {gname} on {sname}", file=sys.stderr, flush=True)
-                    figs, err = run_group(sname, work, gargv, timeout, a)
+                    figs, err = run_group(sname, work, gargv, timeout, a, gname)
                     if err:
                         errors.append(f"round {rnd + 1} {gname} on {sname}: {err}")
                     for f in figs:
@@ -358,6 +395,11 @@ def main(argv=None):
         if own:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - t0
+    for (sname, rnd), figs in runs.items():
+        for key, (on, off) in RATIOS.items():
+            if on in figs and off in figs and figs[off]["value"]:
+                figs[key] = {"key": key, "value": figs[on]["value"] / figs[off]["value"], "unit": "ratio",
+                             "on": figs[on]["value"], "off": figs[off]["value"]}
     rows = summarise(runs, a.rounds)
     print()
     print(table(rows))

@@ -633,7 +633,46 @@ def probe_latency(fds, room, msg_rate, count, drain):
     return samples
 
 
-GROUPS = {"login": group_login, "chat": group_chat, "mucfill": group_mucfill, "muc": group_muc}
+async def group_mamquery(gen: Generator, a):
+    """Page backwards through user<first>'s archive, one page of ``--page`` per query (XEP-0313).
+
+    The archive is filled beforehand (benchmarks.servers.prepare_archive). Each query asks
+    for the page before the previous one's <first/> (the way a client scrolls up), from the
+    newest page; at the oldest page it starts again from the newest. Latency = send to the
+    end of the answering IQ (every result message arrived before it).
+    """
+    clients, failed = await gen.login_many([a.first], 1)
+    if failed:
+        raise SystemExit("login failed")
+    c = clients[0]
+    first_rx = re.compile(rb"<first>([^<]+)</first>")
+    samples, results, before = [], 0, ""
+    w = Window(a.server_pid).start()
+    for i in range(a.queries):
+        anchor = f"<before>{before}</before>" if before else "<before/>"
+        t0 = time.perf_counter()
+        c.send(f"<iq type='set' id='mq{i}'><query xmlns='urn:xmpp:mam:2' queryid='q{i}'>"
+               f"<set xmlns='http://jabber.org/protocol/rsm'><max>{a.page}</max>{anchor}</set>"
+               "</query></iq>".encode())
+        chunk = await c.expect(b"</iq>")
+        samples.append(time.perf_counter() - t0)
+        results += chunk.count(b"<result ")
+        if b"type='error'" in chunk:
+            raise SystemExit(f"query failed: {chunk[-300:]!r}")
+        m = first_rx.search(chunk)
+        before = "" if (m is None or b"complete='true'" in chunk) else m.group(1).decode()
+    w.stop()
+    samples.sort()
+    pct = lambda p: samples[min(len(samples) - 1, int(p * len(samples)))] * 1000  # noqa: E731
+    if results < a.queries * a.page * 0.9:
+        raise SystemExit(f"only {results} results for {a.queries} pages of {a.page}: is the archive filled?")
+    emit("mam_page_p95", pct(0.95), "ms", w, queries=a.queries, page=a.page, results=results,
+         p50_ms=round(pct(0.5), 2), max_ms=round(samples[-1] * 1000, 2))
+    await gen.close_all(clients, 0.2)
+
+
+GROUPS = {"login": group_login, "chat": group_chat, "mucfill": group_mucfill, "muc": group_muc,
+          "mamquery": group_mamquery}
 
 
 def parse_args(argv=None):
@@ -662,6 +701,8 @@ def parse_args(argv=None):
     p.add_argument("--latency-rate", type=float, default=0,
                    help="muc: afterwards offer this many deliveries/s to the first room and report p99")
     p.add_argument("--skip-traffic", action="store_true", help="muc: only fill (and --latency-rate)")
+    p.add_argument("--queries", type=int, default=300, help="mamquery: archive pages to fetch")
+    p.add_argument("--page", type=int, default=50, help="mamquery: results per page (RSM max)")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measured window")
     p.add_argument("--settle", type=float, default=1.0, help="seconds to wait before reading RSS")

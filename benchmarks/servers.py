@@ -118,6 +118,43 @@ def prepare_xmppd(data_dir: Path, accounts: int):
                    cwd=REPO, env=xmppd_env(), check=True)
 
 
+PREP_ARCHIVE = r"""
+import sys, time
+import xmppd  # compat shim first
+from xmppd.services.mam import new_id
+from xmppd.storage import open_database
+from xmppd.storage.archive import ArchiveStore
+data_dir, owner, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+db = open_database(data_dir)
+store = ArchiveStore(db)
+have = store.count(owner)
+peer = "user2@" + owner.split("@", 1)[1]
+now = time.time() - n * 0.01
+rows = []
+for i in range(have, n):
+    sid = new_id()
+    frm, to = (peer + "/b", owner + "/b") if i % 2 else (owner + "/b", peer + "/b")
+    rows.append((owner, sid, now + i * 0.01, peer, peer + "/b",
+                 f"<message from='{frm}' to='{to}' type='chat' id='m{i}'><body>archived message "
+                 f"number {i}, of a typical length for a chat line</body><stanza-id "
+                 f"xmlns='urn:xmpp:sid:0' by='{owner}' id='{sid}'/></message>"))
+    if len(rows) == 5000:
+        store.append_many(rows)
+        rows = []
+if rows:
+    store.append_many(rows)
+db.close()
+print(f"xmppd archive of {owner}: {max(n - have, 0)} messages added, {have} existed")
+"""
+
+
+def prepare_archive(data_dir: Path, owner: str, messages: int):
+    """Fill ``owner``'s message archive (XEP-0313) with ``messages`` chat messages."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", PREP_ARCHIVE, str(data_dir), owner, str(messages)],
+                   cwd=REPO, env=xmppd_env(), check=True)
+
+
 def start_xmppd(data_dir: Path, cpu: int | None, extra=()) -> Server:
     port = free_port()
     log = data_dir / "xmppd.log"

@@ -77,3 +77,14 @@ def test_login_group_with_real_accounts_and_scram(xmppd_server_factory):
         assert_rate(figs[key])
     assert figs["rss_idle"]["value"] > 0
     assert "(SCRAM-SHA-256)" in server.log() and "(SCRAM-SHA-1)" in server.log()
+
+
+def test_mam_group_pages_a_prefilled_archive(xmppd_server_factory, tmp_path):
+    from benchmarks import servers
+    data = tmp_path / "mam"
+    servers.prepare_archive(data, "user1@localhost", 230)
+    server = xmppd_server_factory("--require-encryption", "false", data_dir=data)
+    fig = loadgen(server, "mamquery", "--queries", "6", "--page", "50")["mam_page_p95"]
+    assert fig["value"] > 0 and fig["queries"] == 6
+    # newest page, three more back, the oldest (30: complete), then the newest again
+    assert fig["results"] == 50 * 4 + 30 + 50

@@ -145,6 +145,24 @@ CORPUS = [
     "<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>",
     "<inactive xmlns='urn:xmpp:csi:0'/>",
     "<active xmlns='urn:xmpp:csi:0'/>",
+    # message archives (XEP-0313) of the account and of the room, stanza ids (XEP-0359)
+    "<iq type='set' id='mam1'><query xmlns='urn:xmpp:mam:2' queryid='f1'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+    "<value>urn:xmpp:mam:2</value></field><field var='with'><value>other@localhost</value>"
+    "</field><field var='start'><value>2020-01-01T00:00:00Z</value></field></x>"
+    "<set xmlns='http://jabber.org/protocol/rsm'><max>5</max><before/></set><flip-page/>"
+    "</query></iq>",
+    "<iq type='set' id='mam2'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' "
+    "type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>"
+    "<field var='ids'><value>abc</value></field><field var='after-id'><value>x</value></field>"
+    "</x><set xmlns='http://jabber.org/protocol/rsm'><after>zzz</after></set></query></iq>",
+    "<iq type='get' id='mam3'><query xmlns='urn:xmpp:mam:2'/></iq>",
+    "<iq type='set' id='mam4'><prefs xmlns='urn:xmpp:mam:2' default='roster'><always>"
+    "<jid>other@localhost</jid></always><never/></prefs></iq>",
+    f"<iq type='set' id='mam5' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='r'>"
+    "<set xmlns='http://jabber.org/protocol/rsm'><max>3</max></set></query></iq>",
+    "<message to='other@localhost' type='chat'><body>x</body>"
+    "<stanza-id xmlns='urn:xmpp:sid:0' by='other@localhost' id='forged'/></message>",
 ]
 # personal data (issue 11): PEP/pubsub, vCard, private storage, bookmarks, caps
 PS = "http://jabber.org/protocol/pubsub"
@@ -184,7 +202,8 @@ NAMES = ["message", "presence", "iq", "body", "query", "x", "item", "error", "fi
          "block", "unblock", "blocklist", "enable", "disable", "private", "forwarded",
          "r", "resume", "enabled", "inactive", "active",
          "pubsub", "publish", "items", "retract", "publish-options", "vCard", "PHOTO", "BINVAL",
-         "storage", "conference", "c", "photo"]
+         "storage", "conference", "c", "photo",
+         "set", "max", "after", "before", "prefs", "stanza-id"]
 NAMESPACES = ["", "jabber:client", "urn:xmpp:ping", "http://jabber.org/protocol/muc",
               "http://jabber.org/protocol/muc#user", "http://jabber.org/protocol/muc#admin",
               "http://jabber.org/protocol/muc#owner", "jabber:x:data", "jabber:iq:register",
@@ -193,7 +212,9 @@ NAMESPACES = ["", "jabber:client", "urn:xmpp:ping", "http://jabber.org/protocol/
               "urn:xmpp:carbons:2", "urn:xmpp:forward:0", "urn:xmpp:sm:3", "urn:xmpp:csi:0",
               "http://jabber.org/protocol/pubsub", "http://jabber.org/protocol/pubsub#owner",
               "vcard-temp", "vcard-temp:x:update", "jabber:iq:private", "storage:bookmarks",
-              "urn:xmpp:bookmarks:1", "http://jabber.org/protocol/caps"]
+              "urn:xmpp:bookmarks:1", "http://jabber.org/protocol/caps",
+              "urn:xmpp:mam:2",
+              "http://jabber.org/protocol/rsm", "urn:xmpp:sid:0"]
 ATTRS = ["to", "from", "type", "id", "xml:lang", "jid", "nick", "role", "affiliation", "var",
          "maxstanzas", "maxchars", "seconds", "since", "code", "node", "action", "h", "previd",
          "resume", "max",

@@ -278,3 +278,50 @@ def test_blocklist(db):
     assert bl.load_all() == {"carol": {"dave@localhost/r"}}
     bl.remove("carol")
     assert bl.load_all() == {}
+def test_message_archive_pages_purges_and_prefs(db):
+    """XEP-0313 archive rows: paging by id both ways, unknown ids, purge, prefs (issue 12)."""
+    from xmppd.services.mam import Query
+    from xmppd.storage.archive import ArchiveNotFound, ArchiveStore
+    store = ArchiveStore(db)
+    rows = [("a@localhost", f"s{i}", 1000.0 + i, "b@localhost", "b@localhost/r",
+             f"<message><body>{i}</body></message>") for i in range(7)]
+    store.append_many(rows)
+    store.append_many([rows[0]])                 # the same stanza-id again: ignored
+    store.append_many([("c@localhost", "t0", 1000.0, "a@localhost", "a@localhost/r", "<m/>")])
+    assert store.count("a@localhost") == 7
+
+    q = Query()
+    q.max = 3
+    page, complete, count = store.find("a@localhost", q)
+    assert [r[0] for r in page] == ["s0", "s1", "s2"] and not complete and count is None
+    q.rsm_after = "s5"
+    page, complete, _ = store.find("a@localhost", q)
+    assert [r[0] for r in page] == ["s6"] and complete
+    q = Query()
+    q.max, q.rsm_before = 3, ""
+    assert [r[0] for r in store.find("a@localhost", q)[0]] == ["s4", "s5", "s6"]
+    q = Query()
+    q.max, q.start, q.end = 10, 1002.0, 1004.5
+    assert [r[0] for r in store.find("a@localhost", q)[0]] == ["s2", "s3", "s4"]
+    q = Query()
+    q.max = 0
+    assert store.find("a@localhost", q) == ([], False, 7)
+    q = Query()
+    q.rsm_after = "t0"                           # another archive's id is unknown here
+    with pytest.raises(ArchiveNotFound):
+        store.find("a@localhost", q)
+
+    assert store.last("a@localhost", 2)[1][0] == "s6"
+    assert store.replace("a@localhost", "s3", "<message><retracted/></message>")
+    assert not store.replace("c@localhost", "s3", "<x/>")
+    assert store.purge("a@localhost", 1002.0) == 2
+    assert store.purge(None, 1003.5) == 3         # s2, s3 of a; t0 of c
+    assert store.count("a@localhost") == 3 and store.count("c@localhost") == 0
+
+    assert store.get_prefs("a@localhost") is None
+    prefs = {"default": "roster", "always": ["b@localhost"], "never": []}
+    store.set_prefs("a@localhost", prefs)
+    store.set_prefs("a@localhost", dict(prefs, default="never"))
+    assert store.get_prefs("a@localhost")["default"] == "never"
+    assert store.delete_archive("a@localhost") == 3
+    assert store.get_prefs("a@localhost") is None

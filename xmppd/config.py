@@ -100,6 +100,12 @@ class Config:
     upload_url: str = ""               # public base URL of the HTTP listener; empty -> http://interface:port
     web_console: str = "auto"          # /console: "auto" (on when the HTTP listener is on loopback), "true", "false"
     web_client_assets: str = "https://cdn.conversejs.org/14.0.0/dist"  # converse.js dist: URL or local dir
+    # message archives (XEP-0313)
+    archive_expires_after: int = 7 * 24 * 3600  # seconds a message stays archived; 0 = forever
+    archive_cleanup_interval: int = 3600  # seconds between retention runs
+    archive_max_page: int = 50          # most results one query returns (RSM max is capped to it)
+    archive_max_pending: int = 10000    # messages waiting for the disk before new ones are dropped
+    muc_log_by_default: bool = False    # new rooms archive their messages (muc#roomconfig_enablelogging)
 
     def __post_init__(self):
         if not self.muc_domain:
@@ -122,7 +128,8 @@ _TYPES = {name: type(getattr(_DEFAULTS, name)) for name in FIELDS}
 # Integer keys that must be >= 1 (the rest of the integer keys must be >= 0).
 _POSITIVE = {"max_stanza_size", "max_preauth_size", "max_resources_per_account",
              "smacks_max_unacked_stanzas", "csi_max_held",
-             "pep_max_items_per_node"}
+             "pep_max_items_per_node",
+             "archive_cleanup_interval", "archive_max_page", "archive_max_pending"}
 
 
 def load(path=None, overrides=None, extra_admins=()):

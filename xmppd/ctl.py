@@ -1,6 +1,6 @@
 """``xmppdctl``: manage local accounts (adduser, passwd, deluser, list), persistent
-rooms (rooms, room-info, room-destroy) and the database (backup, restore,
-migrate-storage).
+rooms (rooms, room-info, room-destroy), message archives (archive-purge) and the
+database (backup, restore, migrate-storage).
 
 Works on the same data directory as the server (SQLite in WAL mode, so it is
 safe while the server runs). Passwords are read with a prompt on a terminal,
@@ -27,6 +27,7 @@ import sys
 import xmppd  # noqa: F401  (compat shim first)
 from xmppd import config as configmod
 from xmppd.storage.accounts import AccountError, AccountStore
+from xmppd.storage.archive import ArchiveStore
 from xmppd import storage
 from xmppd.storage.db import StorageError
 from xmppd.storage.rooms import RoomStore
@@ -76,6 +77,14 @@ def build_parser():
     sub.add_parser("reload", help="live server: re-read the configuration and certificates")
     sub.add_parser("reset", help="live server: end all sessions, drop all rooms, delete all data "
                                  "(only with --insecure-auth or allow_reset = true)")
+    sp = sub.add_parser("archive-purge", help="delete archived messages (MAM) of an account or "
+                        "a room, or of every archive, older than a date")
+    who = sp.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="username or bare JID whose archive to purge")
+    who.add_argument("--room", help="room JID or room name whose archive to purge")
+    who.add_argument("--all", action="store_true", help="every archive")
+    sp.add_argument("--before", help="only messages older than this date/time "
+                    "(2026-01-31 or 2026-01-31T12:00:00Z; default: everything)")
     sp = sub.add_parser("backup", help="write a consistent copy of the database (server may run)")
     sp.add_argument("path", help="backup file to write")
     sp = sub.add_parser("restore", help="replace the database with a backup (server stopped)")
@@ -130,6 +139,7 @@ def _room_command(args, cfg, db):
         print(f"xmppdctl: no persistent room {jid}", file=sys.stderr)
         return 1
     rooms.delete_room(jid)
+    ArchiveStore(db, cfg).delete_archive(jid)
     storage.enqueue_request(db, "room-destroy", jid)   # a running server destroys the live room
     print(f"destroyed {jid}")
     return 0
@@ -198,6 +208,38 @@ def _pg_backup_command(args, cfg, db):
                 os.unlink(tmp + suffix)
     print(f"restored {args.path} into {db.path} (schema version {version}, now {db.version}); "
           "restart every xmppd using this database")
+    return 0
+
+
+def _parse_before(text):
+    import datetime
+    raw = text.strip()
+    try:
+        if "T" not in raw:
+            dt = datetime.datetime.fromisoformat(raw).replace(tzinfo=datetime.timezone.utc)
+        else:
+            dt = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        raise AccountError(f"--before {text!r} is not a date (2026-01-31 or 2026-01-31T12:00:00Z)")
+    return dt.timestamp()
+
+
+def _archive_command(args, cfg, db):
+    """Purge archived messages; the running server sees it at once (same SQLite file)."""
+    before = _parse_before(args.before) if args.before else None
+    if args.user:
+        owner = f"{_username(args.user, cfg)}@{cfg.domain}"
+    elif args.room:
+        owner = _room_jid(args.room, cfg)
+    else:
+        owner = None
+    n = ArchiveStore(db, cfg).purge(owner, before)
+    if owner is not None and owner.endswith("@" + cfg.muc_domain):
+        # a running server reloads the room's join history from what is left
+        storage.enqueue_request(db, "archive-purged", owner)
+    print(f"purged {n} archived messages" + (f" of {owner}" if owner else ""))
     return 0
 
 
@@ -283,6 +325,8 @@ def main(argv=None):
             return _room_command(args, cfg, db)
         if args.command in ("backup", "restore"):
             return _db_command(args, cfg, db)
+        if args.command == "archive-purge":
+            return _archive_command(args, cfg, db)
         accounts = AccountStore(db, cfg)
         if args.command == "list":
             for name in accounts.list():

@@ -682,7 +682,8 @@ class Room:
             (codes if is_new_room else self_codes).append("210")
         extra = self.hooks.fire("muc-occupant-join-codes", Event(room=self, occupant=occ))
         if extra:
-            self_codes.extend(extra)
+            # the creator is alone in a new room: its codes are all self-presence codes
+            (codes if is_new_room else self_codes).extend(extra)
         if is_new_room:
             self.publicise(occ, codes=codes)
         else:

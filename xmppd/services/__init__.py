@@ -152,7 +152,7 @@ def install(router, cfg, store):
     services = ServerServices(router, cfg, store)
     services.install()
     from xmppd.services import (admin, admin_requests, blocking, carbons, contact_info,
-                                offline, register)
+                                mam, offline, register)
     offline.install(router, cfg, store)
     register.install(router, cfg, store)
     blocking.install(router, cfg, store)
@@ -167,4 +167,5 @@ def install(router, cfg, store):
     router.private = private.install(router, cfg, store)
     from xmppd.services import bookmarks
     bookmarks.install(router, cfg, router.pep)
+    mam.install(router, cfg, store)
     return services

@@ -9,6 +9,7 @@ can provide the same objects without touching the MUC or c2s code:
 * ``storage.offline``  -- :class:`xmppd.storage.offline.OfflineStore`
 * ``storage.blocklist`` -- :class:`xmppd.storage.blocklist.BlocklistStore` (XEP-0191)
 * ``storage.personal`` -- :class:`xmppd.storage.personal.PersonalStore` (PEP, vCards, private XML)
+* ``storage.archive``  -- :class:`xmppd.storage.archive.AsyncArchiveStore` (MAM; None if absent)
 
 Contract for every backend: a write method returns a Deferred that fires
 once its change is committed (so the caller acknowledges it to a client only
@@ -63,6 +64,7 @@ class Storage(service.Service):
         self.offline = offline
         self.blocklist = None        # set by the backend (XEP-0191 blocklists)
         self.personal = None         # set by the backend (PEP, vCards, private XML)
+        self.archive = None      # set by open_storage (message archives)
         self.lock = lock
         self.request_handlers = {}   # command -> fn(arg)
         self._poller = None
@@ -92,6 +94,8 @@ class Storage(service.Service):
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         super().stopService()
+        if self.archive is not None:
+            self.archive.sync()          # archived messages still in memory go first
         d = self.writer.stop() if self.writer is not None else defer.succeed(None)
 
         def close(_):
@@ -138,6 +142,7 @@ def delete_account_data(db, cfg, username):
     table adds its DELETE here.
     """
     from xmppd.storage.accounts import AccountStore
+    from xmppd.storage.archive import ArchiveStore
     from xmppd.storage.blocklist import BlocklistStore
     from xmppd.storage.offline import OfflineStore
     from xmppd.storage.personal import PersonalStore
@@ -146,6 +151,7 @@ def delete_account_data(db, cfg, username):
         OfflineStore(db, cfg).delete_account(username)
         BlocklistStore(db, cfg).delete_account(username)
         PersonalStore(db, cfg).delete_account(username)    # PEP, vCards, private XML
+        ArchiveStore(db, cfg).delete_account(f"{username}@{cfg.domain}")
     from xmppd.storage import files
     files.delete_owner(cfg.data_dir, f"{username}@{cfg.domain}")   # XEP-0363 uploads
 
@@ -258,4 +264,6 @@ def open_storage(cfg):
     storage.blocklist = AsyncBlocklistStore(db, cfg, writer)
     from xmppd.storage.personal import AsyncPersonalStore
     storage.personal = AsyncPersonalStore(db, cfg, writer)   # PEP, vCards, private XML
+    from xmppd.storage.archive import AsyncArchiveStore
+    storage.archive = AsyncArchiveStore(db, cfg, writer)
     return storage

@@ -144,6 +144,37 @@ def _v8_personal_data(conn):
         )""")
 
 
+def _v9_archive(conn):
+    """Message archives (XEP-0313) of accounts and rooms, and archiving preferences.
+
+    Paging is by ``id`` (arrival order) within an owner: the ``(owner)``
+    index holds rowids in order, so a page after a known UID is a range
+    scan; ``(owner, stamp)`` turns a start/end time into an id bound;
+    ``(stamp)`` serves retention; ``sid`` (the stanza-id / MAM UID) is
+    unique and random.
+    """
+    conn.execute("""
+        CREATE TABLE archive (
+            id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            owner     TEXT NOT NULL,
+            sid       TEXT NOT NULL,
+            stamp     REAL NOT NULL,
+            with_bare TEXT NOT NULL,
+            with_full TEXT NOT NULL,
+            stanza    TEXT NOT NULL
+        )""")
+    conn.execute("CREATE UNIQUE INDEX archive_sid ON archive (sid)")
+    conn.execute("CREATE INDEX archive_owner ON archive (owner)")
+    conn.execute("CREATE INDEX archive_owner_with ON archive (owner, with_bare)")
+    conn.execute("CREATE INDEX archive_owner_stamp ON archive (owner, stamp)")
+    conn.execute("CREATE INDEX archive_stamp ON archive (stamp)")
+    conn.execute("""
+        CREATE TABLE archive_prefs (
+            owner TEXT PRIMARY KEY,
+            prefs TEXT NOT NULL
+        )""")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
@@ -154,6 +185,7 @@ MIGRATIONS = [
     (6, "SCRAM credentials for accounts", _v6_scram),
     (7, "server settings (message of the day)", _v7_server_settings),
     (8, "personal data: PEP, vCards, private XML", _v8_personal_data),
+    (9, "message archives", _v9_archive),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -129,6 +129,24 @@ MIGRATIONS = [
             size INTEGER NOT NULL,
             PRIMARY KEY (username, namespace))""",
     ]),
+    (9, "message archives", [
+        """CREATE TABLE archive (
+            id BIGSERIAL PRIMARY KEY,
+            owner TEXT NOT NULL,
+            sid TEXT NOT NULL,
+            stamp DOUBLE PRECISION NOT NULL,
+            with_bare TEXT NOT NULL,
+            with_full TEXT NOT NULL,
+            stanza TEXT NOT NULL)""",
+        "CREATE UNIQUE INDEX archive_sid ON archive (sid)",
+        "CREATE INDEX archive_owner ON archive (owner, id)",
+        "CREATE INDEX archive_owner_with ON archive (owner, with_bare, id)",
+        "CREATE INDEX archive_owner_stamp ON archive (owner, stamp)",
+        "CREATE INDEX archive_stamp ON archive (stamp)",
+        """CREATE TABLE archive_prefs (
+            owner TEXT PRIMARY KEY,
+            prefs TEXT NOT NULL)""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -28,6 +28,7 @@ FEATURES = [
     "max_users",
     "subject",
     "history",
+    "archive",
     "invites",
     "voice_request",
     "private_messages",
