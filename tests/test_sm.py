@@ -211,6 +211,9 @@ def test_hostile_resumes(clients):
         c.enable(resume=False)
         c.send(f"<a xmlns='{NS}' h='{h}'/>")
         assert c.stream_error() == cond, h
+        if cond == "undefined-condition":   # §4: the application condition says what was wrong
+            assert (f"<handled-count-too-high xmlns='{NS}' h='{h}' send-count='0'/>"
+                    in c.raw.decode()), c.raw
 
     # resume of a session that ended with a clean close
     gone = clients()

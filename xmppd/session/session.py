@@ -123,11 +123,11 @@ class Session(Negotiation):
             self.events.fire("session-unbound", self)
         self._handlers = None
 
-    def close_with_error(self, condition, text=None):
+    def close_with_error(self, condition, text=None, app=None):
         """Close the stream with a stream error (or just end a detached session)."""
         t = self.transport
         if t is not None:
-            t.close_with_error(condition, text)
+            t.close_with_error(condition, text, app)
         elif not self.ended:
             self.end()
 

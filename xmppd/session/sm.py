@@ -9,7 +9,8 @@ per-session state is ``session.sm`` (:class:`SMState`, None until
   ``<a/>``); ``stanza-sending`` keeps a copy of every stanza written to the
   client (serialised bytes, as written) until the client acks it. Counters
   wrap at 2^32 (§4). An ``<a h/>`` acking more than was sent is a stream
-  error ``undefined-condition`` (its text says handled-count-too-high, §4).
+  error ``undefined-condition`` with the ``<handled-count-too-high h send-count/>``
+  application condition (§4).
   The queue holds at most ``smacks_max_unacked_stanzas`` stanzas and
   ``max_send_buffer`` bytes: a client that never acks is closed with
   ``resource-constraint`` instead of growing memory.
@@ -181,8 +182,9 @@ class StreamManagement:
     @staticmethod
     def too_high(session, h, sent):
         log.info("sm: {jid} acked {h} of {sent} stanzas", jid=session.full, h=h, sent=sent)
-        session.close_with_error("undefined-condition",
-                                 f"handled-count-too-high: h={h}, send-count={sent}")
+        session.close_with_error(
+            "undefined-condition", f"handled-count-too-high: h={h}, send-count={sent}",
+            app=f"<handled-count-too-high xmlns='{NS}' h='{h}' send-count='{sent}'/>")
 
     def on_resume(self, session, el):
         if session.bound or getattr(session, "sm", None) is not None:

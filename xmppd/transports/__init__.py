@@ -44,8 +44,8 @@ class Transport:
         """Close the stream cleanly (``</stream:stream>``, ``<close/>``, terminate)."""
         raise NotImplementedError
 
-    def close_with_error(self, condition, text=None):
-        """Send a stream error (RFC 6120 §4.9) and close."""
+    def close_with_error(self, condition, text=None, app=None):
+        """Send a stream error (RFC 6120 §4.9; ``app``: an application condition) and close."""
         raise NotImplementedError
 
     def abort(self):

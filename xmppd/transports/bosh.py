@@ -282,13 +282,13 @@ class BOSHTransport(Transport):
             return
         self._flush_then_terminate(None)
 
-    def close_with_error(self, condition, text=None):
+    def close_with_error(self, condition, text=None, app=None):
         if self.closing:
             return
         if condition not in ("system-shutdown", "conflict", "connection-timeout"):
             log.info("bosh {cid}: stream error {cond}{text} ({who})", cid=self.cid,
                      cond=condition, text=f": {text}" if text else "", who=self.who())
-        self.queue.append(stream_error(condition, text, declare_prefix=True))
+        self.queue.append(stream_error(condition, text, declare_prefix=True, app=app))
         self._flush_then_terminate("remote-stream-error")
 
     def _flush_then_terminate(self, condition):

@@ -157,12 +157,12 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
                 self.sid = secrets.token_hex(8)
             self.open_stream()
 
-    def close_with_error(self, condition, text=None):
+    def close_with_error(self, condition, text=None, app=None):
         """Send a stream error (after our header if needed), the footer, and close."""
         if self.closing:
             return
         self._ensure_header()
-        self._write(stream_error(condition, text) + _FOOTER)
+        self._write(stream_error(condition, text, app=app) + _FOOTER)
         if condition not in ("system-shutdown", "conflict", "connection-timeout"):
             log.info("c2s {cid}: stream error {cond}{text} ({who})", cid=self.cid,
                      cond=condition, text=f": {text}" if text else "", who=self.who())

@@ -181,14 +181,14 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
                      f"from='{domish.escapeToXml(self.cfg.domain, 1)}' version='1.0' "
                      f"xml:lang='{self.lang}'/>").encode())
 
-    def close_with_error(self, condition, text=None):
+    def close_with_error(self, condition, text=None, app=None):
         if self.closing:
             return
         if self.state == self.STATE_OPEN:
             if not self._opened_stream:
                 self.sid = self.sid or secrets.token_hex(8)
                 self.open_stream()
-            self._write(stream_error(condition, text, declare_prefix=True))
+            self._write(stream_error(condition, text, declare_prefix=True, app=app))
             self._write(_CLOSE)
         if condition not in ("system-shutdown", "conflict", "connection-timeout"):
             log.info("ws {cid}: stream error {cond}{text} ({who})", cid=self.cid,

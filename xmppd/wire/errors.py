@@ -62,16 +62,20 @@ def result_reply(iq, payload=None, sender=True):
     return reply
 
 
-def stream_error(condition, text=None, declare_prefix=False):
+def stream_error(condition, text=None, declare_prefix=False, app=None):
     """The ``<stream:error/>`` element as bytes.
 
     ``declare_prefix`` adds ``xmlns:stream`` for framings where every
     element stands alone (WebSocket, BOSH); a TCP stream declared it in
-    its header.
+    its header. ``app`` is an application-specific condition element
+    (serialised XML, e.g. XEP-0198's ``<handled-count-too-high/>``), which
+    RFC 6120 §4.9.4 places after the text.
     """
     body = f"<{condition} xmlns='{NS_STREAM_ERRORS}'/>"
     if text:
         body += (f"<text xmlns='{NS_STREAM_ERRORS}' xml:lang='en'>"
                  f"{domish.escapeToXml(text)}</text>")
+    if app:
+        body += app
     decl = f" xmlns:stream='{NS_STREAMS}'" if declare_prefix else ""
     return f"<stream:error{decl}>{body}</stream:error>".encode()
