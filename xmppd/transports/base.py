@@ -34,6 +34,7 @@ class ConnectionTransport(Transport):
         self._rate = None           # limits.ReadRate
         self._timer = None
         self._idleTimer = None
+        self._closeTimer = None     # aborts a peer that never completes the close
         self._last = 0.0
 
     @property
@@ -80,10 +81,10 @@ class ConnectionTransport(Transport):
             self._rate.stop()
             self._rate = None
         self.listener.streams.discard(self)
-        for t in (self._timer, self._idleTimer):
+        for t in (self._timer, self._idleTimer, self._closeTimer):
             if t is not None and t.active():
                 t.cancel()
-        self._timer = self._idleTimer = None
+        self._timer = self._idleTimer = self._closeTimer = None
         s, self.session = self.session, None
         who = "unauthenticated"
         if s is not None:

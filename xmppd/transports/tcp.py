@@ -56,7 +56,6 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
         self.sid = None
         self.lang = "en"
         self._headerSent = False
-        self._closeTimer = None
 
     # -- connection events ----------------------------------------------------
 
@@ -102,9 +101,6 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
             self.close_with_error("internal-server-error")
 
     def connectionLost(self, reason):
-        if self._closeTimer is not None and self._closeTimer.active():
-            self._closeTimer.cancel()
-        self._closeTimer = None
         self._lost()
         self.stream = None
 

@@ -53,7 +53,6 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
         self.lang = "en"
         self._opened_stream = False
         self._parsed = []        # top-level elements parsed from the current message
-        self._closeTimer = None
 
     # -- WebSocket events -----------------------------------------------------
 
@@ -157,9 +156,6 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
-        if self._closeTimer is not None and self._closeTimer.active():
-            self._closeTimer.cancel()
-        self._closeTimer = None
         self._lost()
         self.stream = None
 
