@@ -28,7 +28,20 @@ def fail(message, status=EX_CONFIG):
     raise SystemExit(status)
 
 
-class Options(usage.Options):
+class OneLineErrors:
+    """Mixin for twistd Options: a bad option or config is one line and an exit
+    status (64 usage, 78 config) instead of twistd's usage dump."""
+
+    def parseOptions(self, options=None):
+        try:
+            super().parseOptions(options)
+        except configmod.ConfigError as e:
+            fail(str(e), EX_CONFIG)
+        except usage.UsageError as e:
+            fail(f"{e} (see --help)", EX_USAGE)
+
+
+class Options(OneLineErrors, usage.Options):
     synopsis = "[options]"
     longdesc = ("Run the xmppd XMPP server: client connections (c2s) on --c2s-port and a "
                 "Multi-User Chat service on conference.<domain>. Settings come from the defaults, "
@@ -80,15 +93,6 @@ class Options(usage.Options):
         """A service administrator (bare JID, e.g. admin@localhost): owner rights in every room.
         Repeatable; added to the config file's admins."""
         self["admins"].append(jid)
-
-    def parseOptions(self, options=None):
-        """Parse, turning twistd's usage dump into one clear error line."""
-        try:
-            super().parseOptions(options)
-        except configmod.ConfigError as e:
-            fail(str(e), EX_CONFIG)
-        except usage.UsageError as e:
-            fail(f"{e} (see --help)", EX_USAGE)
 
     def postOptions(self):
         if self["config"] is not None and not os.path.isfile(self["config"]):

@@ -17,10 +17,10 @@ from twisted.application import service
 from twisted.python import usage
 
 from xmppd import config as configmod
-from xmppd.tap import EX_CONFIG, EX_USAGE, fail
+from xmppd.tap import EX_CONFIG, OneLineErrors, fail
 
 
-class Options(usage.Options):
+class Options(OneLineErrors, usage.Options):
     synopsis = "--server HOST:PORT --domain MUC-DOMAIN (--secret-file PATH | --secret S) [options]"
     longdesc = ("Run xmppd's Multi-User Chat (XEP-0045) as an external component (XEP-0114) of "
                 "an XMPP server (xmppd, Prosody, ejabberd...). The server must list the domain as "
@@ -43,14 +43,6 @@ class Options(usage.Options):
     def opt_admin(self, jid):
         """A service administrator (bare JID): owner rights in every room. Repeatable."""
         self["admins"].append(jid)
-
-    def parseOptions(self, options=None):
-        try:
-            super().parseOptions(options)
-        except configmod.ConfigError as e:
-            fail(str(e), EX_CONFIG)
-        except usage.UsageError as e:
-            fail(f"{e} (see --help)", EX_USAGE)
 
     def postOptions(self):
         if not self["server"] or not self["domain"]:
