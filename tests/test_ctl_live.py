@@ -113,3 +113,64 @@ def test_reset_gives_a_clean_server(xmppd_server_factory, tmp_path):
     assert "sessions: 0" in r.stdout and "rooms: 0" in r.stdout
     # and the server goes on serving
     Raw(server.port).login("newuser")
+
+
+PHOTO = ("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+         "<BINVAL>iVBORw0KGgo=</BINVAL></PHOTO></vCard></iq>")
+BLOCK = ("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+         "<item jid='spam@example.org'/></block></iq>")
+BLOCKLIST = "<iq type='get' id='b2'><blocklist xmlns='urn:xmpp:blocking'/></iq>"
+NS_UPDATE = "{vcard-temp:x:update}"
+
+
+def _photo_seen_by(bob, alice):
+    """alice sends bob directed presence; the hash the server stamped on it (XEP-0153)."""
+    alice.send("<presence to='bob@localhost'/>")
+    while True:
+        el = bob.next()
+        if el.tag.endswith("presence") and el.get("from", "").startswith("alice@") \
+                and el.get("type") is None:
+            return el.find(f"{NS_UPDATE}x/{NS_UPDATE}photo").text or ""
+
+
+def _result(c, iq_id):
+    while True:
+        el = c.next()
+        if el.get("id") == iq_id:
+            assert el.get("type") == "result", el.attrib
+            return el
+
+
+def test_deluser_on_a_live_server_ends_sessions_and_leaves_nothing_behind(
+        xmppd_server_factory, tmp_path):
+    """Deleted through the admin socket: the sessions end, and an account made again under the
+    same name starts clean, also in what the server keeps in memory (blocklist, avatar hash)."""
+    data = tmp_path / "data"
+    adduser(data, "alice", "pw-one")
+    adduser(data, "bob", "pw-bob")
+    server = xmppd_server_factory(insecure_auth=False, data_dir=data)
+    bob = Raw(server.port)
+    bob.login("bob", "pw-bob")
+    bob.send("<presence/>")
+    alice = Raw(server.port)
+    alice.login("alice", "pw-one")
+    alice.send(PHOTO)
+    _result(alice, "v1")
+    alice.send(BLOCK)
+    _result(alice, "b1")
+    assert _photo_seen_by(bob, alice) != ""
+
+    r = ctl(data, "deluser", "alice")
+    assert r.returncode == 0, r.stderr
+    assert "deleted alice@localhost (1 session(s) ended)" in r.stdout
+    assert alice.stream_error() == "not-authorized"
+    assert "alice@localhost" not in ctl(data, "list").stdout
+
+    adduser(data, "alice", "pw-two")
+    alice = Raw(server.port)
+    alice.login("alice", "pw-two")
+    alice.send(BLOCKLIST)
+    assert list(_result(alice, "b2").find("{urn:xmpp:blocking}blocklist")) == []
+    assert _photo_seen_by(bob, alice) == ""
+    r = ctl(data, "deluser", "nobody")
+    assert r.returncode == 1 and "no account" in r.stderr, (r.stdout, r.stderr)

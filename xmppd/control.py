@@ -1,4 +1,4 @@
-"""The admin socket: ``xmppdctl status|sessions|kick|announce|reload|reset`` against the live server.
+"""The admin socket: ``xmppdctl status|sessions|kick|announce|reload|reset|deluser`` on the live server.
 
 A UNIX socket ``<data_dir>/xmppd.sock``, mode 0600, never a network port;
 a connecting process must also run as the server's user or as root (checked
@@ -56,6 +56,10 @@ class CommandError(Exception):
     pass
 
 
+class NotRunning(CommandError):
+    """Nothing listens on the socket: the server is not running (or uses another data dir)."""
+
+
 class Commands:
     """What each command does; ``server`` is the tree built by :func:`xmppd.server.build`."""
 
@@ -104,6 +108,28 @@ class Commands:
         n = admin.end_sessions(admin.sessions_of(j))
         log.info("xmppdctl kick {jid}: {n} session(s) ended", jid=arg, n=n)
         return {"ended": n}
+
+    def cmd_deluser(self, arg):
+        """``xmppdctl deluser`` while the server runs: data, caches and sessions together."""
+        from xmppd.services.accounts import delete_account
+        from xmppd.storage.accounts import AccountError
+        admin = self.router.admin
+        try:
+            username, j = admin.local_user(arg)
+        except Exception as e:
+            raise CommandError(str(e))
+        if j.resource is not None:
+            raise CommandError("give a username or a bare JID")
+        d = delete_account(self.router, self.root.view.store, self.cfg, username)
+
+        def done(n):
+            log.info("xmppdctl deluser {jid}: deleted, {n} session(s) ended", jid=j.userhost(), n=n)
+            return {"jid": j.userhost(), "ended": n}
+
+        def failed(f):
+            f.trap(AccountError)
+            raise CommandError(str(f.value))
+        return d.addCallbacks(done, failed)
 
     def cmd_announce(self, arg):
         text = str(arg or "")
@@ -245,9 +271,9 @@ def request(data_dir, cmd, arg=None, timeout=30.0):
         try:
             s.connect(path)
         except FileNotFoundError:
-            raise CommandError(f"no running server: {path} does not exist")
+            raise NotRunning(f"no running server: {path} does not exist")
         except ConnectionRefusedError:
-            raise CommandError(f"no running server: nothing listens on {path}")
+            raise NotRunning(f"no running server: nothing listens on {path}")
         except PermissionError:
             raise CommandError(f"permission denied on {path} (run as the server's user)")
         except OSError as e:

@@ -7,7 +7,8 @@ safe while the server runs). Passwords are read with a prompt on a terminal,
 or as the first line of stdin otherwise (for scripts); never from argv.
 ``room-destroy`` also asks a running server to destroy the live room;
 ``status``, ``sessions``, ``kick``, ``announce``, ``reload`` and ``reset`` talk
-to the running server through its admin socket (:mod:`xmppd.control`);
+to the running server through its admin socket (:mod:`xmppd.control`), and so
+does ``deluser`` when a server runs (it ends the account's sessions too);
 ``restore`` refuses while a server uses the data directory (its rooms live
 in memory and would overwrite the restored ones).
 
@@ -296,6 +297,22 @@ def _live_command(args, cfg):
     return 0
 
 
+def _deluser_live(cfg, user):
+    """Delete through the running server when there is one, so that it ends the account's
+    sessions and forgets what it holds in memory (xmppd.services.accounts); False when no
+    server runs on this data dir. A refusal by a running server raises AccountError."""
+    from xmppd import control
+    try:
+        result = control.request(cfg.data_dir, "deluser", f"{user}@{cfg.domain}")
+    except control.NotRunning:
+        return False
+    except control.CommandError as e:
+        raise AccountError(str(e))
+    ended = result.get("ended", 0)
+    print(f"deleted {result['jid']}" + (f" ({ended} session(s) ended)" if ended else ""))
+    return True
+
+
 def _duration(seconds):
     seconds = int(seconds)
     d, rest = divmod(seconds, 86400)
@@ -340,8 +357,9 @@ def main(argv=None):
             accounts.passwd(user, _read_password())
             print(f"password changed for {user}@{cfg.domain}")
         elif args.command == "deluser":
-            storage.delete_account_data(db, cfg, user)
-            print(f"deleted {user}@{cfg.domain}")
+            if not _deluser_live(cfg, user):
+                storage.delete_account_data(db, cfg, user)
+                print(f"deleted {user}@{cfg.domain}")
         return 0
     except (AccountError, StorageError) as e:
         print(f"xmppdctl: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ from wokkel.data_form import Field, Form, Option
 
 from xmppd import adhoc, jid as jidlib, storage
 from xmppd.adhoc import NS_COMMANDS, Outcome, first
+from xmppd.services.accounts import delete_account
 from xmppd.storage.accounts import AccountError, prepare_username
 from xmppd.storage.db import error_condition
 
@@ -257,12 +258,10 @@ class DeleteUser(AdminCommand):
 
         def one(target):
             username, j = target
-            d = ctx.store.write(storage.delete_account_data, ctx.cfg, username)
+            d = delete_account(ctx.router, ctx.store, ctx.cfg, username, "account deleted")
 
             def deleted(_):
                 bare = f"{username}@{ctx.cfg.domain}"
-                ctx.end_sessions(ctx.sessions_of(jidlib.parse(bare)), "not-authorized",
-                                 "account deleted")
                 log.info("account {jid} deleted by {actor}", jid=bare, actor=actor)
                 done.append(bare)
 

@@ -64,6 +64,7 @@ class Blocking:
 
     def install(self):
         self.router.hooks.add("client/iq", self.on_client_iq, priority=100)
+        self.router.hooks.add("user-deleted", self.on_user_deleted)
         self.router.server_features.append(NS)
         self._hooked = False
         # bound once: Hooks.remove compares the very function objects
@@ -88,6 +89,11 @@ class Blocking:
             else:
                 hooks.remove(name, fn)
         self._hooked = want
+
+    def on_user_deleted(self, ev):
+        """The rows went with the account (xmppd.services.accounts); so does the list."""
+        if self.lists.pop(ev.username, None) is not None:
+            self._sync_hooks()
 
     # -- enforcement ----------------------------------------------------------
 

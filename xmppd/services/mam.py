@@ -433,6 +433,7 @@ class AccountArchive:
         r = self.router
         r.hooks.add("client/message", self.outgoing, priority=10)
         r.hooks.add("account/message", self.incoming, priority=10)
+        r.hooks.add("user-deleted", self.forget)
         r.iq_handlers[NS_MAM] = self.iq
         for f in FEATURES:
             if f not in r.account_features:
@@ -546,10 +547,9 @@ class AccountArchive:
             return d.addCallbacks(stored, failed)
         raise bad("feature-not-implemented", f"<{child.name}/> is not a MAM request")
 
-    def forget(self, bare):
-        """The account is gone (deleted): drop cached prefs, delete its archive (Deferred)."""
-        self._prefs.pop(bare, None)
-        return self.archive.delete_archive(bare)
+    def forget(self, ev):
+        """The account is gone, its archive with it (xmppd.services.accounts): so are its prefs."""
+        self._prefs.pop(ev.bare, None)
 
 
 def install(router, cfg, store):

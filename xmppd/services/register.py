@@ -21,7 +21,7 @@ from twisted.words.xish import domish
 
 from xmppd.auth import credentials as credmod
 from xmppd.router import error_reply, result_reply
-from xmppd.storage import delete_account_data
+from xmppd.services.accounts import delete_account
 from xmppd.storage.accounts import AccountError, prepare_username
 from xmppd.auth.throttle import MAX_TRACKED, ip_key
 
@@ -182,9 +182,9 @@ class Registration:
             return q
         new_name, password, remove = _fields(query)
         if remove:
-            cfg = self.cfg
-            d = self.store.write(lambda db: delete_account_data(db, cfg, username))
-            return d.addCallback(lambda _: self._removed(bare, username))
+            d = delete_account(self.router, self.store, self.cfg, username,
+                               "the account was removed")
+            return d.addCallback(lambda _: self._removed(username))
         try:
             same = new_name is not None and prepare_username(new_name) == username
         except AccountError:
@@ -197,12 +197,9 @@ class Registration:
         d.addCallback(lambda _: log.info("register: {user} changed the password", user=username))
         return d.addCallback(lambda _: None)
 
-    def _removed(self, bare, username):
-        """After the result (sent by the router on return), end the account's sessions (§3.2)."""
+    def _removed(self, username):
+        """The result goes out first; delete_account ends the sessions just after it (§3.2)."""
         log.info("register: {user} removed the account", user=username)
-        sessions = list(self.router.sessions.resources(bare).values())
-        reactor.callLater(0, lambda: [s.close_with_error("not-authorized", "the account was removed")
-                                      for s in sessions])
         return None
 
 

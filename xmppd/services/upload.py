@@ -50,6 +50,12 @@ class UploadService:
         router.routes[self.domain] = self     # the router hands it stanzas with send()
         router.server_items.append((self.domain, "HTTP File Upload"))
         self._expiry = task.LoopingCall(self.expire)
+        router.hooks.add("user-deleted", self.forget)
+
+    def forget(self, ev):
+        """A deleted account's open slots close: its files are gone and its quota with them."""
+        for slot_id in [i for i, s in self.pending.items() if s.owner == ev.bare]:
+            del self.pending[slot_id]
 
     def start(self):
         self._expiry.start(3600, now=True)

@@ -86,6 +86,7 @@ class VCards:
         r.server_features.append(NS_VCARD)
         r.account_features.extend((NS_VCARD, NS_CONVERSION))
         r.hooks.add("client/presence", self.on_presence, priority=10)
+        r.hooks.add("user-deleted", lambda ev: self.hashes.pop(ev.username, None) and None)
         self.pep.listeners.append(self.on_pep_change)
         return self
 
