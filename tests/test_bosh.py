@@ -188,3 +188,20 @@ def test_bosh_request_sent_again_while_held_takes_its_place(xmppd_server):
     assert r.get("type") is None and len(r) == 0       # held, then answered empty after 'wait'
     r = b.send()                                         # and the session goes on
     assert r.get("type") is None
+
+
+def test_trace_logs_each_stanza_once_on_one_line(xmppd_server_factory):
+    """--trace over BOSH: the session logs what goes out, once, and a line break stays escaped."""
+    server = xmppd_server_factory("--trace")
+    b = Bosh(http_port(server))
+    b.login("tracy")
+    got = list(b.send("<message xmlns='jabber:client' to='tracy@localhost/web' id='ml'>"
+                      "<body>line one\nline two</body></message>"))
+    for _ in range(5):
+        if any(e.tag == CLIENT + "message" for e in got):
+            break
+        got += list(b.send())
+    b.send(type="terminate")
+    server.wait_for_log(r"OUT <message[^\n]*line one\\nline two")
+    out = [line for line in server.log().splitlines() if " OUT <message" in line]
+    assert len(out) == 1, out

@@ -268,8 +268,6 @@ class BOSHTransport(Transport):
     def send(self, data):
         if self.closing:
             return
-        if self.trace:
-            log.info("bosh {cid} OUT {xml}", cid=self.cid, xml=data.decode("utf-8", "replace"))
         self.queue.append(standalone(data))
         if self.held:
             self._schedule_flush()

@@ -29,6 +29,7 @@ from xmppd.transports.base import ConnectionTransport
 from xmppd.wire import NS_CLIENT, NS_STREAMS, XML_LANG
 from xmppd.wire import parser as wparser
 from xmppd.wire.errors import stream_error
+from xmppd.wire.redact import one_line
 from xmppd.wire.serialize import standalone
 
 log = Logger(namespace="xmppd.c2s")
@@ -168,7 +169,8 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
 
     def _write(self, data):
         if self.trace:
-            log.info("ws {cid} OUT {xml}", cid=self.cid, xml=data.decode("utf-8", "replace"))
+            log.info("ws {cid} OUT {xml}", cid=self.cid,
+                     xml=one_line(data.decode("utf-8", "replace")))
         self.sendMessage(data, isBinary=False)
 
     def open_stream(self):
