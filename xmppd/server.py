@@ -42,6 +42,8 @@ def build(cfg, load=None):
     from xmppd.session import csi, sm
     csi.install(manager, sm.install(manager))   # XEP-0352 holds before XEP-0198 counts
     manager.events.add("session-unbound", router.carbons.forget)   # XEP-0280 flag ends with it
+    from xmppd.services import server_caps
+    server_caps.install(manager, router, cfg)     # XEP-0115 §6.3 <c/> in the stream features
     manager.setServiceParent(root)
     c2s_service = tcp.TCPListener(manager, client_limits, tls_factory, direct_tls_factory)
     c2s_service.setServiceParent(root)
