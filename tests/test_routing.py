@@ -1,4 +1,5 @@
 """Routing between local sessions (RFC 6121 §8.5, roster-less) over real sockets."""
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -296,3 +297,41 @@ def test_stream_language_is_added_to_stanzas_without_one(dev_server, login):
         assert target.next().get(lang) == "de"
     finally:
         c.close()
+
+
+def test_chat_to_a_resource_whose_stream_is_closing_reaches_the_account(login):
+    """The client sent </stream:stream> but has not finished the TLS close: its resource is
+    gone for routing at once (RFC 6121 §8.5.3.2.1: a chat to it goes to the account's other
+    resource), not kept bound until the connection ends, where stanzas to it were dropped."""
+    leaving = login("closer", "gone", presence="<presence/>")
+    staying = login("closer", "here", presence="<presence/>")
+    sender = login()
+    _sync(leaving)
+    leaving.send("</stream:stream>")
+    while not leaving.footer:           # the server answered with its own footer...
+        leaving._pump(time.monotonic() + 5)
+    # ...and waits for our TLS close_notify, which never comes (the socket stays open)
+    el = staying.next()
+    assert el.tag == f"{C}presence" and el.get("type") == "unavailable", ET.tostring(el)
+    assert el.get("from") == "closer@localhost/gone"
+    sender.send("<message to='closer@localhost/gone' type='chat' id='late'><body>x</body></message>")
+    el = staying.next()
+    assert el.tag == f"{C}message" and el.get("id") == "late", ET.tostring(el)
+    sender.nothing()
+
+
+def test_message_to_a_closing_last_resource_is_stored_offline(login):
+    leaving = login("closer2", "gone", presence="<presence/>")
+    sender = login()
+    _sync(leaving)
+    leaving.send("</stream:stream>")
+    while not leaving.footer:
+        leaving._pump(time.monotonic() + 5)
+    sender.send("<message to='closer2@localhost/gone' type='chat' id='kept'><body>x</body></message>")
+    sender.nothing()
+    back = login("closer2", "gone")
+    back.send("<presence/>")
+    el = back.next()
+    while el.tag != f"{C}message":
+        el = back.next()
+    assert el.get("id") == "kept" and el.find("{urn:xmpp:delay}delay") is not None

@@ -156,8 +156,8 @@ class Commands:
                                "allow_reset is false")
         from xmppd import storage
         router = self.router
-        sessions = list(router.sessions.full.values())
-        router.admin.end_sessions(sessions)
+        # Rooms first: their occupants get the destroy notice, and a temporary
+        # room does not vanish on its own as its last occupant's session ends.
         muc = getattr(router, "muc", None)
         rooms = 0
         if muc is not None:
@@ -165,6 +165,8 @@ class Commands:
                 if not getattr(room, "destroying", False):
                     room.destroy(reason="The server was reset")
                     rooms += 1
+        sessions = list(router.sessions.full.values())
+        router.admin.end_sessions(sessions)
         throttle = getattr(getattr(self.root, "sessions", None), "auth_throttle", None)
         if throttle is not None:
             throttle.failures.clear()

@@ -51,7 +51,8 @@ Events (``args`` after ``session``)
 ``transport-lost``   (reason: str)  the transport closed or died while the
                      session is bound: reason ``"closed"`` (the stream was
                      ended on purpose: a close or stream error from either
-                     side) or ``"lost"`` (the connection dropped). Return True to keep the session
+                     side; fired as our side closes, the session then ends
+                     at once) or ``"lost"`` (the connection dropped). Return True to keep the session
                      alive detached (``session.transport`` is then None; SM
                      resumption later calls ``session.attach(transport)``,
                      and ``session.end()`` when it gives up).

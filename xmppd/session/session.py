@@ -105,6 +105,23 @@ class Session(Negotiation):
         self.transport = None
         self.end()
 
+    def stream_closing(self):
+        """The transport closed our side of the stream: nothing more reaches the client.
+
+        The session ends now rather than when the connection is gone (a TLS
+        peer may take up to CLOSE_GRACE to answer our close): its resource
+        leaves the routing table, so stanzas for it are handled as for an
+        unavailable resource (RFC 6121 §8.5.3.2: another resource, offline
+        storage or an error) instead of being dropped, and XEP-0198's unacked
+        stanzas are rerouted before anything that arrives after them.
+        ``transport-lost`` fires first with ``"closed"`` (as it would when the
+        connection ends), so features hand over what they hold (CSI to SM);
+        a closed stream is never kept detached, whatever the handlers answer.
+        """
+        if self.bound and not self.ended:
+            self.events.fire("transport-lost", self, "closed")
+            self.end()
+
     def end(self):
         """The session is over: leave the router, announce unavailability, forget it."""
         if self.ended:
@@ -360,7 +377,7 @@ class Session(Negotiation):
                 self.last_presence = el
                 self._broadcastToOwnResources(el, True)
                 if initial:
-                    for other in self.router.sessions.resources(self.bare).values():
+                    for other in list(self.router.sessions.resources(self.bare).values()):
                         if other is not self and other.available and other.last_presence is not None:
                             self._sendPatched(other.last_presence, (self,))
                 if offline_due and self.router.offline is not None:

@@ -79,6 +79,12 @@ class Transport:
         if session.bound:
             self.session_bound()
 
+    def _stream_closing(self):
+        """Our side of the stream is closed: tell the session (its resource leaves routing now)."""
+        s = self.session
+        if s is not None and s.transport is self:
+            s.stream_closing()
+
     def _session_changed(self, session):
         """Point the framing's parser at ``session`` (TCP overrides)."""
 

@@ -206,4 +206,7 @@ class SendBacklogGuard:
                          "does not read; closing ({who})", cid=xs.cid, n=n, limit=limit,
                          who=xs.who() if hasattr(xs, "who") else (xs.full or xs.peer))
                 xs.closing = True
+                closing = getattr(xs, "_stream_closing", None)
+                if closing is not None:
+                    closing()
                 transport.abortConnection()

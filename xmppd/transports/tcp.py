@@ -163,6 +163,7 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
             log.info("c2s {cid}: stream error {cond}{text} ({who})", cid=self.cid,
                      cond=condition, text=f": {text}" if text else "", who=self.who())
         self.closing = True
+        self._stream_closing()
         self._loseConnection()
 
     # The pre-split name, for callers outside the session.
@@ -175,6 +176,7 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
         self.closing = True
         self._ensure_header()
         self.transport.write(_FOOTER)
+        self._stream_closing()
         self._loseConnection()
 
     def _loseConnection(self):

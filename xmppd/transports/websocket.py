@@ -204,6 +204,7 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
 
     def _shutdown(self):
         self.closing = True
+        self._stream_closing()
         if self.state == self.STATE_OPEN:
             self.sendClose(1000)
         if self._closeTimer is None and self.transport is not None:
