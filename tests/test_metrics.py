@@ -179,3 +179,63 @@ def test_json_log_lines_for_login_and_logout(tmp_path):
               and e.get("jid") == "jason@localhost/desk"]
     assert len(logout) == 1 and logout[0]["ip"] == "127.0.0.1"
     assert "secret-pass" not in out
+
+
+def http_get(port, path="/metrics", source="127.0.0.1", accept=None):
+    """GET from a chosen loopback source address; (status, content type, body)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    c.request("GET", path, headers={"Accept": accept} if accept else {})
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r.status, r.getheader("Content-Type"), body
+
+
+def test_metrics_on_the_http_listener_for_allowed_peers_only(xmppd_server_factory, tmp_path):
+    """/metrics on the HTTP listener parses with the Prometheus and OpenMetrics parsers; a peer
+    outside metrics_allow gets 403, there and on metrics_port; SIGHUP changes the list."""
+    import signal
+    conf = tmp_path / "m.toml"
+    port = free_port()
+    conf.write_text("http_port = 0\n")
+    server = xmppd_server_factory("--config", conf)
+    hport = int(server.wait_for_log(r"http listening on \S+:(\d+)").group(1))
+    status, ctype, text = http_get(hport)
+    assert status == 200 and ctype.startswith("text/plain"), (status, text)
+    found = samples(text)
+    assert value(found, "xmppd_sessions") == 0
+    assert value(found, "xmppd_connections", state="bound") == 0
+    assert value(found, "xmppd_reactor_lag_seconds_count") >= 0
+    status, ctype, text = http_get(hport, accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200 and ctype.startswith("application/openmetrics-text")
+    assert value(samples(text, om_parse), "xmppd_sessions") == 0
+    # any loopback address is allowed by default
+    assert http_get(hport, source="127.0.0.2")[0] == 200
+    server.stop()
+
+    conf.write_text(f'http_port = 0\nmetrics_port = {port}\nmetrics_allow = ["127.0.0.2"]\n')
+    server = xmppd_server_factory("--config", conf)
+    hport = int(server.wait_for_log(r"http listening on \S+:(\d+)").group(1))
+    server.wait_for_log(rf"metrics listening on http://127\.0\.0\.1:{port}/metrics")
+    for p in (hport, port):
+        status, _, body = http_get(p, source="127.0.0.1")
+        assert status == 403 and "xmppd_" not in body, (p, status, body)
+        status, _, body = http_get(p, source="127.0.0.2")
+        assert status == 200 and value(samples(body), "xmppd_sessions") == 0
+    # the rest of the site is not affected
+    assert http_get(hport, "/.well-known/host-meta", source="127.0.0.1")[0] == 200
+    # reload: a network that holds 127.0.0.1 lets it in
+    conf.write_text(f'http_port = 0\nmetrics_port = {port}\nmetrics_allow = ["127.0.0.0/30"]\n')
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded configuration .*metrics_allow")
+    assert http_get(hport, source="127.0.0.1")[0] == 200
+
+
+def test_metrics_allow_must_list_networks(xmppd_server_factory, tmp_path):
+    conf = tmp_path / "bad.toml"
+    conf.write_text('metrics_allow = ["localhost"]\n')
+    bad = xmppd_server_factory("--config", conf, wait=False)
+    assert bad.proc.wait(20) == 78
+    assert "metrics_allow" in bad.log()
+

@@ -36,6 +36,7 @@ class Config:
     log_level: str = "info"         # debug | info | warn | error | critical
     metrics_port: int = 0           # Prometheus /metrics on its own port; 0 = off
     metrics_interface: str = "127.0.0.1"
+    metrics_allow: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # who may read /metrics
     contact_info: list = field(default_factory=list)  # "kind=uri": XEP-0157 / XEP-0455 (outage=)
     allow_reset: bool = False       # xmppdctl reset may wipe the live server (test servers)
     # limits
@@ -322,12 +323,13 @@ def _validate(cfg):
     if not 4096 <= cfg.scram_iterations <= 10_000_000:
         raise ConfigError("config key 'scram_iterations' must be between 4096 (RFC 7677) and"
                           f" 10000000, not {cfg.scram_iterations}")
-    for net in cfg.limits_exempt:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise ConfigError(f"config key 'limits_exempt' must list IP networks"
-                              f" (e.g. 127.0.0.0/8), not {net!r}")
+    for key in ("limits_exempt", "metrics_allow"):
+        for net in getattr(cfg, key):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except (TypeError, ValueError):
+                raise ConfigError(f"config key {key!r} must list IP addresses or networks"
+                                  f" (e.g. 127.0.0.0/8), not {net!r}")
     from xmppd.services.contact_info import parse as parse_contacts
     try:
         parse_contacts(cfg.contact_info)

@@ -17,8 +17,9 @@ Histograms for storage commit latency and reactor lag use
 (its histogram is thread-safe) and the lag by a timer twice a second.
 
 The registry is served as ``/metrics`` in the Prometheus text format
-(OpenMetrics when the scraper asks for it) on ``metrics_port`` (loopback
-by default, off when 0).
+(OpenMetrics when the scraper asks for it) on the HTTP listener and, when
+set, on its own ``metrics_port``; on both only to the peers listed in
+``metrics_allow`` (loopback by default), 403 for anyone else.
 """
 import time
 
@@ -200,17 +201,46 @@ def render(registry, accept=""):
     return encoder(registry), content_type
 
 
-def metrics_resource(registry):
-    """A twisted.web resource serving ``registry`` (mount it at /metrics)."""
+class Allowed:
+    """Is a peer address in ``cfg.metrics_allow``? (Read live, so SIGHUP changes it.)"""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._key = None
+        self._match = None
+
+    def __contains__(self, host):
+        nets = self.cfg.metrics_allow
+        if self._key != nets:
+            from xmppd.transports.limits import Exempt
+            self._key, self._match = list(nets), Exempt(nets)
+        return host in self._match
+
+
+def metrics_resource(registry, cfg):
+    """A twisted.web resource serving ``registry`` to the peers in ``cfg.metrics_allow``.
+
+    Mounted at ``/metrics`` on the HTTP listener and on ``metrics_port``. The
+    figures have no authentication, so anyone else gets 403: loopback only by
+    default. The check is on the TCP peer (a reverse proxy in front is that peer).
+    """
     from twisted.web import resource
+
+    allowed = Allowed(cfg)
 
     class Metrics(resource.Resource):
         isLeaf = True
 
         def render_GET(self, request):
+            peer = getattr(request.getClientAddress(), "host", None)
+            if peer not in allowed:
+                request.setResponseCode(403)
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                return b"forbidden: this address is not in metrics_allow\n"
             accept = (request.getHeader("accept") or "")
             body, ctype = render(registry, accept)
             request.setHeader(b"content-type", ctype.encode())
+            request.setHeader(b"cache-control", b"no-store")
             return body
 
     return Metrics()
@@ -220,7 +250,7 @@ def listen(cfg, registry):
     """Serve /metrics on ``cfg.metrics_interface:cfg.metrics_port`` (a twisted.web Site)."""
     from twisted.web import resource, server
     root = resource.Resource()
-    root.putChild(b"metrics", metrics_resource(registry))
+    root.putChild(b"metrics", metrics_resource(registry, cfg))
     site = server.Site(root)
     site.noisy = False
     site.log = lambda request: None    # no access log line per scrape

@@ -57,6 +57,8 @@ def build(cfg, load=None):
     root.view = metrics.Server(router, store, manager)
     metrics_service = metrics.MetricsService(cfg, root.view)
     metrics_service.setServiceParent(root)
+    if cfg.http_port >= 0:
+        root.http.root.putChild(b"metrics", metrics.metrics_resource(metrics_service.registry, cfg))
     notifier = systemd.SystemdService()
     notifier.setServiceParent(root)
     if load is not None:

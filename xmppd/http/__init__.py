@@ -15,6 +15,9 @@ same site over TLS with the c2s certificate. It serves:
                             (:mod:`xmppd.transports.bosh`)
 ``/.well-known/host-meta``  XEP-0156 discovery, XRD and ``host-meta.json``
                             (:mod:`xmppd.http.hostmeta`)
+``/metrics``                Prometheus/OpenMetrics figures for the peers in
+                            ``metrics_allow`` (:mod:`xmppd.metrics`; mounted
+                            by :func:`xmppd.server.build`)
 =========================== ================================================
 
 Hostile HTTP: request bodies are capped (``max_stanza_size`` plus framing;
