@@ -5,6 +5,7 @@ offline message), then the scrape must show it.
 """
 import asyncio
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -239,3 +240,61 @@ def test_metrics_allow_must_list_networks(xmppd_server_factory, tmp_path):
     assert bad.proc.wait(20) == 78
     assert "metrics_allow" in bad.log()
 
+
+def test_bytes_count_websocket_and_bosh_traffic(xmppd_server):
+    """xmppd_bytes_total counts the XMPP bytes of every transport: a WebSocket client's
+    messages and a BOSH client's <body/> documents, each way, to the byte (no TCP client
+    here; the scrapes themselves are not client traffic)."""
+    from test_bosh import Bosh
+    from test_websocket import FRAMING, WS
+
+    hport = int(xmppd_server.wait_for_log(r"http listening on \S+:(\d+)").group(1))
+    counted = {"in": 0, "out": 0}
+
+    class CountingWS(WS):
+        def send(self, text):
+            counted["in"] += len(text.encode())
+            super().send(text)
+
+        async def recv_text(self, timeout=10):
+            text = await super().recv_text(timeout)
+            if text is not None:
+                counted["out"] += len(text.encode())
+            return text
+
+    class CountingBosh(Bosh):
+        def post(self, xml, timeout=20):
+            status, data = super().post(xml, timeout)
+            counted["in"] += len(xml.encode())
+            counted["out"] += len(data)
+            return status, data
+
+    found = samples(http_get(hport)[2])
+    assert value(found, "xmppd_bytes_total", direction="in") == 0
+    assert value(found, "xmppd_bytes_total", direction="out") == 0
+
+    async def main():
+        ws = await CountingWS.connect(hport)
+        jid = await ws.login("wsuser", "web")
+        ws.send(f"<message xmlns='jabber:client' to='{jid}' type='chat'><body>{'x' * 3000}</body>"
+                "</message>")
+        await ws.recv_until(lambda e: e.tag.endswith("}message"))
+        ws.send(f"<close xmlns='{FRAMING}'/>")
+        await ws.closed()
+
+        b = CountingBosh(hport)
+        loop = asyncio.get_running_loop()
+        full = await loop.run_in_executor(None, b.login, "boshuser")
+        r = await loop.run_in_executor(
+            None, b.send, f"<message xmlns='jabber:client' to='{full}' type='chat'>"
+                          f"<body>{'y' * 5000}</body></message>")
+        if r.find("{jabber:client}message") is None:     # not in the same answer: the next one
+            r = await loop.run_in_executor(None, b.send)
+        assert r.find("{jabber:client}message") is not None
+        await loop.run_in_executor(None, lambda: b.send(type="terminate"))
+    asyncio.run(main())
+    time.sleep(0.3)
+    found = samples(http_get(hport)[2])
+    assert counted["in"] > 8000 and counted["out"] > 8000
+    assert value(found, "xmppd_bytes_total", direction="in") == counted["in"]
+    assert value(found, "xmppd_bytes_total", direction="out") == counted["out"]

@@ -92,7 +92,8 @@ class ServerCollector:
             c.add_metric(("in", kind), n)
         c.add_metric(("out", "all"), s.stanzas_out)
         yield c
-        c = CounterMetricFamily("xmppd_bytes", "Bytes read from and written to clients",
+        c = CounterMetricFamily("xmppd_bytes", "XMPP bytes read from and written to clients: TCP "
+                                "streams, WebSocket messages, BOSH bodies (no TLS/HTTP framing)",
                                 labels=("direction",))
         c.add_metric(("in",), s.bytes_in)
         c.add_metric(("out",), s.bytes_out)

@@ -229,6 +229,7 @@ class BOSHTransport(Transport):
         data = body(attrs, payload)
         self._remember(h.rid, data)
         if not h.request.finished and not h.request._disconnected:
+            STATS.bytes_out += len(data) - len(payload)   # the payload was counted when queued
             h.request.write(data)
             h.request.finish()
 
@@ -268,7 +269,9 @@ class BOSHTransport(Transport):
     def send(self, data):
         if self.closing:
             return
-        self.queue.append(standalone(data))
+        payload = standalone(data)
+        STATS.bytes_out += len(payload) - len(data)   # the session counted ``data``
+        self.queue.append(payload)
         if self.held:
             self._schedule_flush()
 
@@ -286,7 +289,9 @@ class BOSHTransport(Transport):
         if condition not in ("system-shutdown", "conflict", "connection-timeout"):
             log.info("bosh {cid}: stream error {cond}{text} ({who})", cid=self.cid,
                      cond=condition, text=f": {text}" if text else "", who=self.who())
-        self.queue.append(stream_error(condition, text, declare_prefix=True, app=app))
+        error = stream_error(condition, text, declare_prefix=True, app=app)
+        STATS.bytes_out += len(error)
+        self.queue.append(error)
         self._flush_then_terminate("remote-stream-error")
 
     def _flush_then_terminate(self, condition):
@@ -310,7 +315,9 @@ class BOSHTransport(Transport):
             self._answer(h, b"", " type='terminate'")
         for r, _, _ in self.early.values():
             if not r.finished:
-                r.write(terminate("item-not-found"))
+                data = terminate("item-not-found")
+                STATS.bytes_out += len(data)
+                r.write(data)
                 r.finish()
         self.early.clear()
         if self._inactivity is not None and self._inactivity.active():
@@ -363,6 +370,12 @@ class BOSHResource(resource.Resource):
         return b"XMPP over BOSH (XEP-0206): POST <body/> elements here.\n"
 
     def render_POST(self, request):
+        data = self._post(request)
+        if data is not server.NOT_DONE_YET:
+            STATS.bytes_out += len(data)     # an answer at once: an error, a resent response
+        return data
+
+    def _post(self, request):
         self.http.cors.apply(request)
         request.setHeader(b"content-type", b"text/xml; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")

@@ -138,6 +138,7 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
     def _write(self, data):
         if self.trace:
             log.info("c2s {cid} OUT {xml}", cid=self.cid, xml=one_line(data.decode("utf-8", "replace")))
+        STATS.bytes_out += len(data)
         self.transport.write(data)
 
     def open_stream(self):
@@ -175,6 +176,7 @@ class TCPTransport(protocol.Protocol, ConnectionTransport):
             return
         self.closing = True
         self._ensure_header()
+        STATS.bytes_out += len(_FOOTER)
         self.transport.write(_FOOTER)
         self._stream_closing()
         self._loseConnection()

@@ -89,7 +89,6 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
         # Raw bytes from the socket, before autobahn deframes them: the read rate applies here.
         if self.closing:
             return
-        STATS.bytes_in += len(data)
         self._last = reactor.seconds()
         if self._rate is not None:
             data = self._rate.admit(data)
@@ -100,6 +99,7 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
     def onMessage(self, payload, isBinary):
         if self.closing:
             return
+        STATS.bytes_in += len(payload)      # XMPP bytes: the messages, not the frame headers
         if isBinary:
             self.close_with_error("unsupported-encoding", "binary messages are not XMPP")
             return
@@ -165,12 +165,15 @@ class WebSocketTransport(WebSocketServerProtocol, ConnectionTransport):
     def send(self, data):
         if self.closing:
             return
-        self.sendMessage(standalone(data), isBinary=False)
+        message = standalone(data)
+        STATS.bytes_out += len(message) - len(data)   # the session counted ``data``
+        self.sendMessage(message, isBinary=False)
 
     def _write(self, data):
         if self.trace:
             log.info("ws {cid} OUT {xml}", cid=self.cid,
                      xml=one_line(data.decode("utf-8", "replace")))
+        STATS.bytes_out += len(data)
         self.sendMessage(data, isBinary=False)
 
     def open_stream(self):
