@@ -249,6 +249,23 @@ def test_resource_conflict_sends_unavailable_for_directed_presence(login):
     assert el.get("type") == "unavailable" and el.get("from") == "conflictor@localhost/same"
 
 
+
+def test_resource_conflict_in_a_room_bind_result_comes_first(login):
+    """A client reconnecting with the resource of a session that sat in a room (profanity and
+    Gajim use a fixed one) gets its bind result first and none of the old session's leftovers:
+    the room's unavailable reflection for the old session went to the new one, before the bind
+    result, and libstrophe (profanity 0.13) dropped the stream on it."""
+    room = "twinroom@conference.localhost"
+    old = login("roomtwin", "same")
+    old.send(f"<presence to='{room}/Twin'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    while old.next().find(f"{C}subject") is None:   # joined: presences, then the subject
+        pass
+    new = login("roomtwin", "same")       # Raw.login: the bind result is the first stanza
+    assert old.stream_error() == "conflict"
+    new.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    el = new.next()
+    assert el.get("id") == "p1" and el.get("type") == "result", ET.tostring(el)
+
 def test_stanzas_to_the_conference_domain_reach_the_muc_component(login):
     c = login()
     c.send("<iq to='conference.localhost' type='get' id='muc1'>"

@@ -263,15 +263,19 @@ class Session(Negotiation):
         self.resource = resource
         self.full = f"{bare}/{resource}"
         self.full_escaped = domish.escapeToXml(self.full, 1).encode("utf-8")
-        old = self.router.sessions.add(self)
-        self.bound = True
-        t = self.transport
-        if t is not None:
-            t.session_bound()
+        # The old session leaves before this one is registered: what its leaving
+        # sets off (a room's unavailable reflection to the full JID) must not reach
+        # this session, least of all before its bind result.
+        old = self.router.sessions.get(self.full)
         if old is not None and old is not self:
             log.info("c2s {cid}: {jid} replaced by a new session {new}", cid=old.cid,
                      jid=old.full, new=self.cid)
             old.replaced()
+        self.router.sessions.add(self)
+        self.bound = True
+        t = self.transport
+        if t is not None:
+            t.session_bound()
         conn = t.tls_connection() if t is not None else None
         tls = conn.get_protocol_version_name() if conn is not None else (
             "TLS" if t is not None and t.secure else "no TLS")
@@ -288,6 +292,7 @@ class Session(Negotiation):
         """Another session bound our full JID: leave with a conflict stream error."""
         if self.bound:
             self.bound = False
+            self.router.sessions.remove(self)     # as in end(): gone from the router, then leave
             self._leaving()
             self.events.fire("session-unbound", self)
         self.close_with_error("conflict", "replaced by a new session")
