@@ -62,3 +62,31 @@ def test_bad_bookmark_input(xmppd_server):
     many = "".join(f"<conference jid='r{i}@conference.localhost'/>" for i in range(300))
     assert error_of(private_set(alice, many))[1] == "not-acceptable"
     assert len(list(private_get(alice))) == 0
+
+
+# What Gajim 1.7 (nbxmpp's NativeBookmarks) sends with every bookmark it stores.
+GAJIM_BOOKMARK_OPTIONS = {"notify_delete": "true", "notify_retract": "true", "persist_items": "true",
+                          "max_items": "max", "access_model": "whitelist",
+                          "send_last_published_item": "never"}
+
+
+def test_gajim_uses_xep_0402_and_its_publish_options_match(xmppd_server):
+    """Gajim picks XEP-0402 only when the account advertises #compat-pep and pubsub#config-node-max
+    (XEP-0060's feature for max_items='max'); otherwise it falls back to private storage. Its publish
+    with the options above must pass the precondition checks on a fresh account and on the node
+    the server made from a private-storage set, and both views must see the bookmark."""
+    alice = login(xmppd_server, "alice")
+    info = ok(iq(alice, "<query xmlns='http://jabber.org/protocol/disco#info'/>", type="get",
+                 to="alice@localhost"))
+    features = {f.get("var") for f in info.iter("{http://jabber.org/protocol/disco#info}feature")}
+    assert {f"{NS_B2}#compat-pep", "http://jabber.org/protocol/pubsub#config-node-max"} <= features
+    ok(publish(alice, NS_B2, "a@conference.localhost",
+               f"<conference xmlns='{NS_B2}' autojoin='true'><nick>al</nick></conference>",
+               GAJIM_BOOKMARK_OPTIONS))
+    assert [c.get("jid") for c in private_get(alice)] == ["a@conference.localhost"]
+    bob = login(xmppd_server, "bob")
+    ok(private_set(bob, "<conference jid='b@conference.localhost' autojoin='true'/>"))
+    ok(publish(bob, NS_B2, "c@conference.localhost", f"<conference xmlns='{NS_B2}'/>",
+               GAJIM_BOOKMARK_OPTIONS))
+    assert sorted(c.get("jid") for c in private_get(bob)) == ["b@conference.localhost",
+                                                              "c@conference.localhost"]

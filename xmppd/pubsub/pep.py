@@ -54,9 +54,11 @@ CAPS_QUERY_TIMEOUT = 30
 MAX_PENDING_CAPS = 1000       # outstanding disco#info queries (bounded memory)
 MAX_WAITING_PER_VER = 100
 
+# config-node-max: max_items='max' is accepted. Gajim stores XEP-0402 bookmarks only
+# when it sees this (with bookmarks:1#compat-pep); otherwise it uses private storage.
 FEATURES = [NS_PUBSUB] + [f"{NS_PUBSUB}#{f}" for f in (
     "access-open", "access-presence", "access-roster", "access-whitelist", "auto-create",
-    "config-node", "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
+    "config-node", "config-node-max", "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
     "filtered-notifications", "item-ids", "last-published", "multi-items", "persistent-items",
     "publish", "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations",
     "retrieve-default", "retrieve-items", "retrieve-subscriptions", "subscribe")]
