@@ -41,8 +41,9 @@ Retention: every ``archive_cleanup_interval`` seconds, messages older than
 ``archive_expires_after`` (default one week, as Prosody) are deleted from
 every archive (accounts and rooms).
 """
+import base64
 import datetime
-import secrets
+import os
 import time
 
 from twisted.internet import defer, reactor, task
@@ -86,9 +87,23 @@ def bad(condition, text=None, etype=None):
 
 # -- stanza ids (XEP-0359) ---------------------------------------------------------
 
+_ID_BATCH = 256
+_random_parts = []
+
+
 def new_id():
-    """An archive UID / stanza-id: 96 random bits, URL-safe (unguessable, §"Security")."""
-    return secrets.token_urlsafe(12)
+    """An archive UID / stanza-id: the time in ms (11 hex digits), then 96 random bits.
+
+    The random part makes it unguessable (XEP-0359 §6); the time prefix makes
+    new ids sort after older ones, so the unique ``sid`` index of the archive
+    grows at its end instead of taking a random page per row. Randomness is
+    read 256 ids at a time (one ``os.urandom`` call instead of one per id).
+    """
+    pool = _random_parts
+    if not pool:
+        raw = base64.urlsafe_b64encode(os.urandom(12 * _ID_BATCH)).decode("ascii")
+        pool.extend(raw[i:i + 16] for i in range(0, len(raw), 16))
+    return "%011x%s" % (time.time_ns() // 1000000, pool.pop())
 
 
 def strip_ids(stanza, by):

@@ -175,6 +175,18 @@ def _v9_archive(conn):
         )""")
 
 
+def _v10_archive_indexes(conn):
+    """Drop ``archive_owner_stamp``: every archived row paid for it, and queries do not need it.
+
+    A start/end time becomes an id bound through the global ``(stamp)``
+    index (rows are appended in arrival order, so ids grow with stamps
+    across all archives, not only within one). The ``(owner)`` index stays:
+    it holds each archive's rowids in order, so a page is a range scan
+    (without it, SQLite sorts every row of the archive for each page).
+    """
+    conn.execute("DROP INDEX IF EXISTS archive_owner_stamp")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
@@ -186,6 +198,7 @@ MIGRATIONS = [
     (7, "server settings (message of the day)", _v7_server_settings),
     (8, "personal data: PEP, vCards, private XML", _v8_personal_data),
     (9, "message archives", _v9_archive),
+    (10, "archive: no (owner, stamp) index", _v10_archive_indexes),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -147,6 +147,9 @@ MIGRATIONS = [
             owner TEXT PRIMARY KEY,
             prefs TEXT NOT NULL)""",
     ]),
+    (10, "archive: no (owner, stamp) index", [
+        "DROP INDEX IF EXISTS archive_owner_stamp",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

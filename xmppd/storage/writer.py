@@ -11,6 +11,12 @@ Until the thread runs (tools that open the storage without a reactor, e.g.
 account preparation scripts; server start-up before the reactor runs) and
 after it stopped, ``run`` executes inline on the caller's connection and
 returns an already-fired Deferred, so the same store methods work there.
+
+The writer's SQLite connection gets a page cache of :data:`CACHE_KIB`
+(SQLite's default is 2 MiB): message archives insert into per-owner index
+ranges all over their indexes, and with the default cache every batch
+re-read most of those pages (an archived row cost ~1.7x the CPU; see
+benchmarks/PROFILE.md). The cache fills only as pages are used.
 """
 import time
 
@@ -22,6 +28,8 @@ from xmppd.metrics import COMMIT_SECONDS
 from xmppd.storage.db import Database
 
 log = Logger(namespace="xmppd.storage")
+
+CACHE_KIB = 16384       # the writer connection's SQLite page cache
 
 
 class Writer:
@@ -77,8 +85,11 @@ class Writer:
 
     def _call(self, fn, args, kwargs):
         if self._db is None:
-            self._db = self.opener() if self.opener is not None else \
-                Database(self.path, self.synchronous, check=False)
+            if self.opener is not None:
+                self._db = self.opener()
+            else:
+                self._db = Database(self.path, self.synchronous, check=False)
+                self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         start = time.perf_counter()
         try:
             return fn(self._db, *args, **kwargs)
