@@ -7,6 +7,7 @@ a rid out of the window, terminate, and a room.
 """
 import asyncio
 import base64
+import time
 import http.client
 import ssl
 import threading
@@ -205,3 +206,27 @@ def test_trace_logs_each_stanza_once_on_one_line(xmppd_server_factory):
     server.wait_for_log(r"OUT <message[^\n]*line one\\nline two")
     out = [line for line in server.log().splitlines() if " OUT <message" in line]
     assert len(out) == 1, out
+
+
+def test_read_rate_paces_a_flooding_bosh_client_without_dropping(xmppd_server_factory, tmp_path):
+    """read_rate_limit holds BOSH requests back as it slows a TCP reader down: every request is
+    answered, in order, just later; each costs at least 1 KiB so empty polls are paced too."""
+    conf = tmp_path / "c.toml"
+    conf.write_text("limits_exempt = []\nread_rate_limit = 4096\n")
+    server = xmppd_server_factory("--config", conf)
+    b = Bosh(http_port(server))
+    b.login("flood")
+    n = 24                                   # 24 KiB of budget at 4 KiB/s with an 8 KiB burst
+    t0 = time.monotonic()
+    seen = []
+    for i in range(n):
+        r = b.send(f"<iq xmlns='jabber:client' type='get' id='p{i}' to='localhost'>"
+                   "<ping xmlns='urn:xmpp:ping'/></iq>")
+        for _ in range(3):
+            if any(e.tag == CLIENT + "iq" for e in r):
+                break
+            r = b.send()
+        seen += [e.get("id") for e in r if e.tag == CLIENT + "iq" and e.get("type") == "result"]
+    took = time.monotonic() - t0
+    assert seen[:n] == [f"p{i}" for i in range(n)]
+    assert took >= 2.5, f"{n} requests at 4096 B/s (1 KiB each, 8 KiB burst) took only {took:.2f}s"

@@ -21,7 +21,7 @@ from twisted.words.xish import domish
 
 from xmppd.metrics import STATS
 from xmppd.session.negotiation import LANG_RE
-from xmppd.transports import Transport
+from xmppd.transports import Transport, limits
 from xmppd.wire import NS_STREAMS, XML_LANG
 from xmppd.wire import parser as wparser
 from xmppd.wire.errors import stream_error
@@ -38,6 +38,7 @@ MAX_REQUESTS = 2       # hold + 1
 INACTIVITY = 60        # seconds without a request before the session is ended
 MAX_PAUSE = 120
 POLLING = 2            # the shortest interval for hold=0 clients
+BOSH_REQUEST_COST = 1024   # bytes of read budget a request costs at least (paces empty polls)
 
 
 def body(attrs="", payload=b""):
@@ -81,7 +82,10 @@ class BOSHTransport(Transport):
         self._ipCounted = False
         self._preauth = None
         self.held = []                      # _Held, oldest first
-        self.early = {}                     # rid -> (request, body root, children): ahead of order
+        self.early = {}                     # rid -> (request, root, children, size): not yet processed
+        self._budget = (limits.Budget(self.cfg.read_rate_limit)
+                        if self.limited_ip is not None and self.cfg.read_rate_limit else None)
+        self._paced = None                  # the timer of a request held back by the budget
         self.responses = {}                 # rid -> response bytes (for resent rids)
         self.dropped = set()                # rids held when their connection broke
         self.queue = []                     # bytes for the next response
@@ -153,15 +157,28 @@ class BOSHTransport(Transport):
             return self._fail("item-not-found", request)
         if rid > self.rid + self.requests:
             return self._fail("item-not-found", request)
-        if rid != self.rid + 1:
-            self.early[rid] = (request, root, children)
-            request.notifyFinish().addErrback(lambda _: self.early.pop(rid, None))
-            return server.NOT_DONE_YET
-        self._process(rid, request, root, children)
-        while self.rid + 1 in self.early:
-            r, rt, ch = self.early.pop(self.rid + 1)
-            self._process(self.rid + 1, r, rt, ch)
+        self.early[rid] = (request, root, children, size)
+        request.notifyFinish().addErrback(lambda _: self.early.pop(rid, None))
+        if self._paced is None:
+            self._run_in_order()
         return server.NOT_DONE_YET
+
+    def _run_in_order(self):
+        """Process the requests that are next in rid order, as fast as the read budget allows
+        (read_rate_limit, as on TCP; an over-eager client is slowed down, not cut off)."""
+        self._paced = None
+        budget = self._budget
+        while self.rid + 1 in self.early and not self.closing:
+            r, root, children, size = self.early[self.rid + 1]
+            if budget is not None:
+                cost = max(size, BOSH_REQUEST_COST)
+                delay = budget.wait(cost)
+                if delay > 0:
+                    self._paced = reactor.callLater(delay, self._run_in_order)
+                    return
+                budget.take(cost)
+            del self.early[self.rid + 1]
+            self._process(self.rid + 1, r, root, children)
 
     def _process(self, rid, request, root, children):
         self.rid = rid
@@ -313,7 +330,10 @@ class BOSHTransport(Transport):
         self.closing = True
         for h in list(self.held):
             self._answer(h, b"", " type='terminate'")
-        for r, _, _ in self.early.values():
+        if self._paced is not None and self._paced.active():
+            self._paced.cancel()
+        self._paced = None
+        for r, _, _, _ in self.early.values():
             if not r.finished:
                 data = terminate("item-not-found")
                 STATS.bytes_out += len(data)

@@ -10,6 +10,9 @@ The transport calls in at a few points (connect, data received, a timer):
   bytes/s, burst of two seconds as Prosody's mod_limits): a client that
   sends faster is *slowed down* (reads paused, the excess held back and
   parsed as the bucket refills), never dropped.
+  BOSH, whose data comes as whole requests, holds a request back instead
+  (:class:`Budget`; each request costs at least ``BOSH_REQUEST_COST`` bytes,
+  so empty polls are paced too).
 * :class:`SendBacklogGuard` -- a client that stops reading makes Twisted
   buffer everything sent to it (a busy room fills memory); once a second
   every connection's unsent backlog is checked and one over
@@ -84,6 +87,32 @@ class ConnectionsPerIP:
             self.counts[ip] = n
         else:
             self.counts.pop(ip, None)
+
+
+class Budget:
+    """A token bucket for transports that receive whole messages (BOSH requests).
+
+    ``wait(n)`` says how long to hold a message of ``n`` bytes back before
+    taking it (``take(n)``); the burst is two seconds' worth, as ReadRate's.
+    """
+
+    __slots__ = ("rate", "capacity", "tokens", "stamp")
+
+    def __init__(self, rate):
+        self.rate = float(rate)
+        self.capacity = self.rate * ReadRate.BURST_SECONDS
+        self.tokens = self.capacity
+        self.stamp = reactor.seconds()
+
+    def wait(self, n):
+        now = reactor.seconds()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        need = min(n, self.capacity) - self.tokens
+        return need / self.rate if need > 0 else 0.0
+
+    def take(self, n):
+        self.tokens -= n
 
 
 class ReadRate:
