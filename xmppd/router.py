@@ -49,11 +49,16 @@ routing code:
   stanza (e.g. add a vCard avatar hash) or return True when it consumed it
   (e.g. answered with an error itself).
 * ``account/message``, ``account/presence``, ``account/iq``:
-  ``Event(stanza, jid, session)``, a stanza addressed to a local account
+  ``Event(stanza, jid, session, wire)``, a stanza addressed to a local account
   (``jid`` is the parsed ``to``; ``session`` the target session for a full
   JID that is bound, else None), from anyone, before delivery. Return True
   when handled (e.g. blocked); add to the stanza to change what is delivered
-  (e.g. a stanza-id).
+  (e.g. a stanza-id). ``event.wire`` (None at first) may be set to the
+  stanza serialised as it stands (bytes, as
+  :func:`xmppd.wire.serialize.to_bytes` writes it) by a handler that
+  serialised it anyway (the archive): delivery then writes those bytes
+  instead of serialising again. A later handler that changes the stanza
+  sets it back to None.
 * ``message/delivered``: ``Event(stanza, jid, sessions, stored)``, after a
   message to a local account was written to ``sessions`` (a list; empty
   when it went to offline storage, then ``stored`` is True).
@@ -225,27 +230,33 @@ class Router(component.Router):
         name = el.name
         attrs = el.attributes
         hooks = self.hooks
+        wire = None
+        event = ACCOUNT_EVENTS.get(name)
         if j.resource is not None:
             s = self.sessions.full.get(j.full())
             t = attrs.get("type")
-            event = ACCOUNT_EVENTS.get(name)
-            if event is not None and hooks.has(event) and \
-                    hooks.fire(event, Event(stanza=el, jid=j, session=s)):
-                return
+            if event is not None and hooks.has(event):
+                ev = Event(stanza=el, jid=j, session=s, wire=None)
+                if hooks.fire(event, ev):
+                    return
+                wire = ev.wire
             if s is not None:
                 if name != "presence" or t != "probe":   # probes are the server's business
-                    s.deliver(el)
+                    if wire is not None:
+                        s.write_stanza(wire)
+                    else:
+                        s.deliver(el)
                     if name == "message" and hooks.has("message/delivered"):
                         hooks.fire("message/delivered",
                                    Event(stanza=el, jid=j, sessions=[s], stored=False))
                 return
             if name == "message":
                 if t is None or t == "normal" or t == "chat":
-                    self._message_to_bare(el, j, t or "normal")
+                    self._message_to_bare(el, j, t or "normal", wire)
                 elif t == "groupchat":
                     self.bounce(el, "service-unavailable")
                 elif t not in ("error", "headline"):
-                    self._message_to_bare(el, j, "normal")
+                    self._message_to_bare(el, j, "normal", wire)
             elif name == "iq":
                 if t == "get" or t == "set":
                     self.bounce(el, "service-unavailable")
@@ -253,15 +264,16 @@ class Router(component.Router):
                 if t in SUBSCRIPTION_TYPES:
                     self._presence_to_bare(el, j, t)
             return
-        event = ACCOUNT_EVENTS.get(name)
-        if event is not None and hooks.has(event) and \
-                hooks.fire(event, Event(stanza=el, jid=j, session=None)):
-            return
+        if event is not None and hooks.has(event):
+            ev = Event(stanza=el, jid=j, session=None, wire=None)
+            if hooks.fire(event, ev):
+                return
+            wire = ev.wire
         if name == "message":
             t = attrs.get("type", "normal")
             if t not in ("normal", "chat", "groupchat", "headline", "error"):
                 t = "normal"
-            self._message_to_bare(el, j, t)
+            self._message_to_bare(el, j, t, wire)
         elif name == "presence":
             self._presence_to_bare(el, j, attrs.get("type"))
         elif name == "iq":
@@ -273,7 +285,8 @@ class Router(component.Router):
                 else:
                     self.bounce(el, "service-unavailable")
 
-    def _message_to_bare(self, el, j, t):
+    def _message_to_bare(self, el, j, t, wire=None):
+        """RFC 6121 §8.5.2.1 delivery to a bare JID; ``wire``: ``el`` already serialised, if known."""
         if t == "error":
             return
         if t == "groupchat":
@@ -287,9 +300,12 @@ class Router(component.Router):
                 targets = [s for s in targets if s.priority == top]
             if targets:
                 if len(targets) == 1:
-                    targets[0].deliver(el)
+                    if wire is not None:
+                        targets[0].write_stanza(wire)
+                    else:
+                        targets[0].deliver(el)
                 else:
-                    data = to_bytes(el)
+                    data = wire if wire is not None else to_bytes(el)
                     for s in targets:
                         s.write_stanza(data)
                 if self.hooks.has("message/delivered"):

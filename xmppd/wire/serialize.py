@@ -38,6 +38,9 @@ def _esc_attr(s):
     return s
 
 
+escape_attr = _esc_attr     # an attribute value escaped exactly as the serialiser does
+
+
 def _ser(el, ns, out):
     if el.localPrefixes:
         raise _Fallback
