@@ -3,6 +3,7 @@ slixmpp, -PLUS with tls-exporter/tls-server-end-point from a pyOpenSSL raw clien
 xmpp.js (SCRAM-SHA-1 under node), go-sendxmpp (PLAIN over STARTTLS), and a database
 from before SCRAM keys logging in and being upgraded."""
 import asyncio
+import base64
 import os
 import re
 import sqlite3
@@ -276,3 +277,44 @@ def test_insecure_auth_creates_accounts_with_scram_keys(xmppd_server):
         "WHERE username = 'newcomer'").fetchone()
     assert row == ("", 32, 20)
     assert re.search(r"authenticated as newcomer@localhost/x \(PLAIN\)", xmppd_server.log())
+
+
+def test_a_client_that_only_knows_tls_unique_reaches_plain_without_lockout(xmppd_server_factory,
+                                                                           tmp_path):
+    """slixmpp <= 1.8 (poezio on Debian 12) on TLS 1.3: it tries each -PLUS with tls-unique (not
+    defined for TLS 1.3, RFC 9266), then SCRAM with "y" (refused: RFC 5802 §6 downgrade), then
+    PLAIN. None of those refusals is a password guess: the stream stays open for its five attempts
+    (RFC 6120 §6.4.5) and the login throttle does not count them, so logging in again and again
+    never locks the account or the address out."""
+    data = tmp_path / "real"
+    adduser(data, "alice")
+    conf = tmp_path / "c.toml"
+    conf.write_text("limits_exempt = []\nmax_auth_failures_per_ip = 3\n"
+                    "max_auth_failures_per_account = 3\n")
+    server = xmppd_server_factory("--config", conf, insecure_auth=False, data_dir=data)
+    plain = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
+    for round_ in range(3):
+        c = RawClient(server.port)
+        c.starttls()
+        for mech, header in (("SCRAM-SHA-256-PLUS", "p=tls-unique,,"),
+                             ("SCRAM-SHA-1-PLUS", "p=tls-unique,,"),
+                             ("SCRAM-SHA-256", "y,,"), ("SCRAM-SHA-1", "y,,")):
+            client = ScramClient(mech.split("SCRAM-")[1].replace("-PLUS", ""), "alice", PASSWORD,
+                                 f"r{round_}", gs2_header=header,
+                                 cb_data=c.binding("tls-unique") if "PLUS" in mech else b"")
+            assert c.sasl(mech, client) == ("failure", "not-authorized"), (round_, mech)
+        c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")
+        c.read_until(r"<success[^>]*/>")
+        c.close()
+    # guesses still count: three wrong passwords lock the account as before
+    for i in range(3):
+        c = RawClient(server.port)
+        c.starttls()
+        wrong = ScramClient("SHA-256", "alice", "wrong", f"w{i}")
+        assert c.sasl("SCRAM-SHA-256", wrong) == ("failure", "not-authorized")
+        c.close()
+    c = RawClient(server.port)
+    c.starttls()
+    assert c.sasl("SCRAM-SHA-256", ScramClient("SHA-256", "alice", PASSWORD, "late")) == \
+        ("failure", "temporary-auth-failure")
+    c.close()

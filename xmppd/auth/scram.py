@@ -126,13 +126,17 @@ class ScramServer:
                 raise SASLFailure("malformed-request", "-PLUS needs channel binding (p=)")
             if self.ctx.plus_offered:
                 # RFC 5802 §6: the client thinks we cannot bind, but we offered it.
-                raise SASLFailure("not-authorized", "channel binding downgrade detected")
+                # Not a password guess: the throttle does not count it (no lockout for
+                # clients that only know tls-unique on TLS 1.3, like slixmpp <= 1.8).
+                raise SASLFailure("not-authorized", "channel binding downgrade detected",
+                                  counts=False)
         elif flag.startswith("p="):
             if not self.plus:
                 raise SASLFailure("malformed-request", "channel binding needs a -PLUS mechanism")
             self.cb_type = flag[2:]
             if self.ctx.binding(self.cb_type) is None:
-                raise SASLFailure("not-authorized", "channel binding type not offered")
+                raise SASLFailure("not-authorized", "channel binding type not offered",
+                                  counts=False)
         else:
             raise SASLFailure("malformed-request", "bad gs2 channel-binding flag")
         authzid = None

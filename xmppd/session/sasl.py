@@ -17,7 +17,12 @@ from xmppd.metrics import STATS
 
 log = Logger(namespace="xmppd.c2s")
 
+# RFC 6120 §6.4.5: "a reasonable number of retries (at least 2 and no more than 5)".
+# Failures that guess at a password (or send garbage) end the stream after 3; a
+# client trying one mechanism after another (a -PLUS it cannot bind, then SCRAM,
+# then PLAIN: slixmpp <= 1.8 on TLS 1.3) gets 5 attempts in all.
 MAX_SASL_FAILURES = 3
+MAX_SASL_ATTEMPTS = 5
 
 _SUCCESS = ("<success xmlns='%s'/>" % NS_SASL).encode()
 _CHALLENGE = ("<challenge xmlns='%s'/>" % NS_SASL).encode()
@@ -36,7 +41,8 @@ class SASL:
         self.session = session
         self.exchange = None        # xmppd.auth.sasl.Exchange, once the client sends <auth/>
         self.verifying = False      # a SASL step (e.g. a password check in a thread) runs
-        self.failures = 0
+        self.failures = 0       # failures the login throttle counts
+        self.attempts = 0       # every failed attempt
         self._later = None
 
     def stop(self):
@@ -120,7 +126,7 @@ class SASL:
             self.verifying = True       # pipelined data while we wait is still refused
             self._later = reactor.callLater(delay, self._fail_later, failure.value.condition)
         else:
-            self.failed(failure.value.condition)
+            self.failed(failure.value.condition, failure.value.counts)
 
     def _fail_later(self, condition):
         self._later = None
@@ -134,13 +140,14 @@ class SASL:
         if not self._closed():
             self.failed("temporary-auth-failure")
 
-    def failed(self, condition):
+    def failed(self, condition, counts=True):
         s = self.session
         s.send(_failure(condition))
         if condition in ("aborted", "encryption-required", "invalid-mechanism"):
             return
         STATS.login(getattr(getattr(self.exchange, "mech", None), "name", None), False)
-        self.failures += 1
-        if self.failures >= MAX_SASL_FAILURES:
+        self.attempts += 1
+        self.failures += bool(counts)
+        if self.failures >= MAX_SASL_FAILURES or self.attempts >= MAX_SASL_ATTEMPTS:
             s.transport.close_with_error("policy-violation",
                                          "too many failed authentication attempts")
