@@ -70,6 +70,10 @@ def test_status_sessions_kick_announce(xmppd_server_factory, tmp_path):
     # hostile input on the socket itself: garbage, a non-object, an unknown command, a huge line
     for data, expect in ((b"not json\n", "malformed"), (b"[1]\n", "malformed"),
                          (b'{"cmd": "format-disk"}\n', "unknown command"),
+                         (b'{"cmd": "deluser"}\n', "name the account"),
+                         (b'{"cmd": "deluser", "arg": 7}\n', "name the account"),
+                         (b'{"cmd": "deluser", "arg": "x@elsewhere.example"}\n', "not an account"),
+                         (b'{"cmd": "deluser", "arg": "bob@localhost/res"}\n', "bare JID"),
                          (b'{"cmd": "x", "arg": "' + b"a" * 100_000 + b'"}\n', "too long")):
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(10)

@@ -114,6 +114,8 @@ class Commands:
         from xmppd.services.accounts import delete_account
         from xmppd.storage.accounts import AccountError
         admin = self.router.admin
+        if not isinstance(arg, str) or not arg.strip():
+            raise CommandError("name the account to delete: a username or a bare JID")
         try:
             username, j = admin.local_user(arg)
         except Exception as e:
