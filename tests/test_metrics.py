@@ -92,6 +92,9 @@ def test_metrics_scrape_parses_and_reflects_traffic(xmppd_server_factory, tmp_pa
         assert value(found, "xmppd_storage_writer_queue") == 0
         assert value(found, "xmppd_storage_commit_seconds_count") >= 1
         assert value(found, "xmppd_reactor_lag_seconds_count") >= 2
+        # every collection of the cyclic GC is timed, by generation (young ones run often)
+        assert value(found, "xmppd_gc_pause_seconds_count", generation="0") >= 1
+        assert ("xmppd_gc_pause_seconds_count", (("generation", "2"),)) in found
         assert value(found, "xmppd_process_resident_memory_bytes") > 10_000_000
         assert value(found, "xmppd_uptime_seconds") > 0
         # counted on the hot path
