@@ -96,6 +96,16 @@ CORPUS = [
     "<x xmlns='http://jabber.org/protocol/muc'/></presence>",
     "<iq type='set' id='c1' to='conference.localhost'><command xmlns='http://jabber.org/protocol/commands' "
     "node='http://prosody.im/protocol/muc#destroy' action='execute'/></iq>",
+    # XEP-0357 push (the local full JID is a valid App Server; the fuzzer's offline messages notify it)
+    "<iq type='set' id='pu1'><enable xmlns='urn:xmpp:push:0' jid='other@localhost/r' node='n1'>"
+    "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+    "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+    "<field var='secret'><value>s</value></field></x></enable></iq>",
+    "<iq type='set' id='pu2'><enable xmlns='urn:xmpp:push:0' jid='push.example.net' node='n'/></iq>",
+    "<iq type='set' id='pu3'><disable xmlns='urn:xmpp:push:0' jid='other@localhost/r'/></iq>",
+    "<iq type='set' id='pu4' to='other@localhost'><disable xmlns='urn:xmpp:push:0' jid='x'/></iq>",
+    "<iq type='error' id='push-00' to='fuzzer@localhost'><error type='cancel'>"
+    "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
     # XEP-0191 blocking, XEP-0280 carbons
     "<iq type='get' id='bl1'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
     "<iq type='set' id='bl2'><block xmlns='urn:xmpp:blocking'><item jid='other@localhost'/>"

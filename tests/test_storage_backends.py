@@ -278,6 +278,27 @@ def test_blocklist(db):
     assert bl.load_all() == {"carol": {"dave@localhost/r"}}
     bl.remove("carol")
     assert bl.load_all() == {}
+def test_push_registrations(db):
+    """XEP-0357 registrations: upsert by (jid, node), eviction in the same write, removal."""
+    from xmppd.storage.push import PushStore
+    ps = PushStore(db, Config())
+    assert ps.load_all() == {}
+    ps.put("alice", "push.localhost", "n1", "[]", 1.0)
+    ps.put("alice", "push.localhost", "n2", '[["secret", ["s\u00e9"]]]', 2.0)
+    ps.put("alice", "push.localhost", "n1", '[["k", ["v"]]]', 3.0)        # replaces, no duplicate
+    ps.put("bob", "bot@localhost/r", "n", "[]", 4.0)
+    assert ps.get("alice") == [("push.localhost", "n2", '[["secret", ["s\u00e9"]]]', 2.0),
+                               ("push.localhost", "n1", '[["k", ["v"]]]', 3.0)]
+    ps.put("alice", "push.localhost", "n3", "[]", 5.0, evict=[("push.localhost", "n2")])
+    assert [r[1] for r in ps.get("alice")] == ["n1", "n3"]
+    ps.remove("alice", "push.localhost", "n1")
+    assert [r[1] for r in ps.get("alice")] == ["n3"]
+    ps.remove("alice", "push.localhost")
+    assert ps.load_all() == {"bob": [("bot@localhost/r", "n", "[]", 4.0)]}
+    ps.delete_account("bob")
+    assert ps.load_all() == {}
+
+
 def test_message_archive_pages_purges_and_prefs(db):
     """XEP-0313 archive rows: paging by id both ways, unknown ids, purge, prefs (issue 12)."""
     from xmppd.services.mam import Query

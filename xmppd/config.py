@@ -62,6 +62,10 @@ class Config:
     smacks_max_resumption_time: int = 300   # s a dropped XEP-0198 session waits for a resume; 0 = no resumption
     smacks_max_unacked_stanzas: int = 500   # unacked stanzas kept per session before it is closed
     csi_max_held: int = 256             # stanzas held for an inactive client (XEP-0352) before a flush
+    push_max_registrations: int = 5     # XEP-0357 App Server registrations per account (0 = push off)
+    push_min_interval: int = 2          # s between two notifications to one registration (coalesced)
+    push_include_sender: bool = True    # last-message-sender in notifications
+    push_include_body: bool = False     # last-message-body in notifications (message content!)
     # personal data (PEP, vCard, private XML storage)
     pep_max_item_size: int = 128 * 1024      # bytes of one serialised PEP item payload
     pep_max_items_per_node: int = 256        # what max_items 'max' means; the cap of any node

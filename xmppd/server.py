@@ -44,6 +44,7 @@ def build(cfg, load=None):
     manager.events.add("session-unbound", router.carbons.forget)   # XEP-0280 flag ends with it
     from xmppd.services import server_caps
     server_caps.install(manager, router, cfg)     # XEP-0115 §6.3 <c/> in the stream features
+    router.push.install_sessions(manager)    # XEP-0357: hibernation (XEP-0198) and logins
     manager.setServiceParent(root)
     c2s_service = tcp.TCPListener(manager, client_limits, tls_factory, direct_tls_factory)
     c2s_service.setServiceParent(root)

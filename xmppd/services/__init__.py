@@ -168,4 +168,6 @@ def install(router, cfg, store):
     from xmppd.services import bookmarks
     bookmarks.install(router, cfg, router.pep)
     mam.install(router, cfg, store)
+    from xmppd.services import push
+    push.install(router, cfg, store)
     return services

@@ -58,11 +58,18 @@ Events (``args`` after ``session``)
                      and ``session.end()`` when it gives up).
 ``session-unbound``  ()  a bound session ended: it was removed from the
                      router and its unavailable presence was sent.
+``session-hibernated`` (queue)  XEP-0198 keeps a session whose connection
+                     dropped, waiting for resumption (fired by SM just
+                     before the session is detached); ``queue`` holds the
+                     unacked serialised stanzas (push notifications,
+                     XEP-0357, start here).
+``session-resumed``  ()  a hibernated session was resumed on a new stream.
 """
 from xmppd.events import Hooks
 
 EVENTS = ("session-started", "stream-features", "nonza-received", "stanza-received",
-          "stanza-sending", "session-bound", "transport-lost", "session-unbound")
+          "stanza-sending", "session-bound", "transport-lost", "session-unbound",
+          "session-hibernated", "session-resumed")
 
 
 class SessionEvents(Hooks):

@@ -223,6 +223,7 @@ class StreamManagement:
             old.send_raw(data)
         if sm.queue:
             self._request_ack(old, sm)
+        self.manager.events.fire("session-resumed", old)
 
     # -- counting ---------------------------------------------------------------
 
@@ -284,6 +285,7 @@ class StreamManagement:
         sm.timer = reactor.callLater(sm.max, self._expired, session)
         log.info("sm: {jid} detached, resumable for {s} s ({n} unacked)", jid=session.full,
                  s=sm.max, n=len(sm.queue))
+        self.manager.events.fire("session-hibernated", session, sm.queue)
         return True
 
     def _expired(self, session):

@@ -10,6 +10,7 @@ can provide the same objects without touching the MUC or c2s code:
 * ``storage.blocklist`` -- :class:`xmppd.storage.blocklist.BlocklistStore` (XEP-0191)
 * ``storage.personal`` -- :class:`xmppd.storage.personal.PersonalStore` (PEP, vCards, private XML)
 * ``storage.archive``  -- :class:`xmppd.storage.archive.AsyncArchiveStore` (MAM; None if absent)
+* ``storage.push``     -- :class:`xmppd.storage.push.PushStore` (XEP-0357 registrations)
 
 Contract for every backend: a write method returns a Deferred that fires
 once its change is committed (so the caller acknowledges it to a client only
@@ -65,6 +66,7 @@ class Storage(service.Service):
         self.blocklist = None        # set by the backend (XEP-0191 blocklists)
         self.personal = None         # set by the backend (PEP, vCards, private XML)
         self.archive = None      # set by open_storage (message archives)
+        self.push = None         # set by open_storage (XEP-0357 push registrations)
         self.lock = lock
         self.request_handlers = {}   # command -> fn(arg)
         self._poller = None
@@ -146,12 +148,14 @@ def delete_account_data(db, cfg, username):
     from xmppd.storage.blocklist import BlocklistStore
     from xmppd.storage.offline import OfflineStore
     from xmppd.storage.personal import PersonalStore
+    from xmppd.storage.push import PushStore
     with db.transaction():       # the stores' statements join this transaction
         AccountStore(db, cfg).delete(username)
         OfflineStore(db, cfg).delete_account(username)
         BlocklistStore(db, cfg).delete_account(username)
         PersonalStore(db, cfg).delete_account(username)    # PEP, vCards, private XML
         ArchiveStore(db, cfg).delete_account(f"{username}@{cfg.domain}")
+        PushStore(db, cfg).delete_account(username)        # XEP-0357 registrations
     from xmppd.storage import files
     files.delete_owner(cfg.data_dir, f"{username}@{cfg.domain}")   # XEP-0363 uploads
 
@@ -266,4 +270,6 @@ def open_storage(cfg):
     storage.personal = AsyncPersonalStore(db, cfg, writer)   # PEP, vCards, private XML
     from xmppd.storage.archive import AsyncArchiveStore
     storage.archive = AsyncArchiveStore(db, cfg, writer)
+    from xmppd.storage.push import AsyncPushStore
+    storage.push = AsyncPushStore(db, cfg, writer)
     return storage

@@ -187,6 +187,20 @@ def _v10_archive_indexes(conn):
     conn.execute("DROP INDEX IF EXISTS archive_owner_stamp")
 
 
+def _v11_push(conn):
+    """XEP-0357 push registrations: per account, one row per (App Server JID, node);
+    ``options`` is the publish-options form as JSON."""
+    conn.execute("""
+        CREATE TABLE push_registrations (
+            username TEXT NOT NULL,
+            jid      TEXT NOT NULL,
+            node     TEXT NOT NULL,
+            options  TEXT NOT NULL,
+            created  REAL NOT NULL,
+            PRIMARY KEY (username, jid, node)
+        )""")
+
+
 # (version, description, step(conn)); version == position + 1.
 MIGRATIONS = [
     (1, "accounts, persistent rooms, affiliations", _v1_initial),
@@ -199,6 +213,7 @@ MIGRATIONS = [
     (8, "personal data: PEP, vCards, private XML", _v8_personal_data),
     (9, "message archives", _v9_archive),
     (10, "archive: no (owner, stamp) index", _v10_archive_indexes),
+    (11, "push notification registrations", _v11_push),
 ]
 LATEST = MIGRATIONS[-1][0]
 

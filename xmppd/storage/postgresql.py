@@ -150,6 +150,15 @@ MIGRATIONS = [
     (10, "archive: no (owner, stamp) index", [
         "DROP INDEX IF EXISTS archive_owner_stamp",
     ]),
+    (11, "push notification registrations", [
+        """CREATE TABLE push_registrations (
+            username TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            node TEXT NOT NULL,
+            options TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (username, jid, node))""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 
