@@ -214,7 +214,7 @@ def test_disable_stops_notifications(server, connect):
     app = app_server(connect)
     c = login(connect, "dis")
     enable(c, node="a")
-    enable(c, node="b", iq_id="e2")
+    enable(c, node="b", iq_id="e2", to="dis@localhost")     # 'to' = own bare JID: the same
     bye(c)
     sender = login(connect, "dis-sender")
     send_message(sender, "dis@localhost", "one")
@@ -324,6 +324,7 @@ def test_messages_to_an_account_with_only_hibernated_sessions(server, connect):
     tablet = login(connect, "rosaline", "tablet")
     enable(tablet, node="tablet-node")                # the tablet's own registration
     bye(tablet)
+    bot = login(connect, "rosaline", "bot")           # connected, never available: asleep too
     phone, _ = sm_login(connect, "rosaline")          # hibernates without enabling push
     ack_all(phone)
     phone.drop()

@@ -24,9 +24,10 @@ encrypted payload) to the account,
 
 * stored offline (router ``message/delivered`` with ``stored``): every
   registration of the account;
-* delivered while the account has no live session, only sessions that
-  XEP-0198 keeps for resumption: every registration that none of those
-  sessions enabled itself;
+* delivered while the account has no live session (none connected and
+  available, none that got the message), only sessions that XEP-0198 keeps
+  for resumption: every registration that none of those sessions enabled
+  itself;
 * queued for a hibernated session (a session-event ``stanza-sending``
   handler, registered only while such a session waits): the registrations
   that session enabled, once per hibernation (on ``session-hibernated``
@@ -394,7 +395,7 @@ class Push:
         else:
             owned = set()
             for s in self.router.sessions.resources(ev.jid.userhost()).values():
-                if s.transport is not None:
+                if s.transport is not None and (s.available or s in ev.sessions):
                     return None           # someone is online: no need to wake a device
                 owned |= getattr(s, "push_keys", None) or set()
             targets = [r for k, r in regs.items() if k not in owned]
