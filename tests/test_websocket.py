@@ -246,3 +246,100 @@ setTimeout(() => { console.error("TIMEOUT"); process.exit(4); }, 40000);
         dave.disconnect()
     asyncio.run(main())
     xmppd_server.wait_for_log(r"ws c\d+: connection opened")
+
+
+class RawWS:
+    """A bare RFC 6455 client over a socket: it never answers the server's close frame."""
+
+    def __init__(self, port):
+        import os
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /xmpp-websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           "Sec-WebSocket-Protocol: xmpp\r\n\r\n").encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += self.sock.recv(4096)
+        head, self.buf = buf.split(b"\r\n\r\n", 1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+
+    def send(self, text):
+        import os
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                                bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def frame(self):
+        """(opcode, payload) of the next frame."""
+        while True:
+            if len(self.buf) >= 2:
+                n, off = self.buf[1] & 0x7F, 2
+                if n == 126:
+                    n, off = int.from_bytes(self.buf[2:4], "big"), 4
+                elif n == 127:
+                    n, off = int.from_bytes(self.buf[2:10], "big"), 10
+                if len(self.buf) >= off + n:
+                    op, payload = self.buf[0] & 0x0F, self.buf[off:off + n]
+                    self.buf = self.buf[off + n:]
+                    return op, payload
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += chunk
+
+    def element(self):
+        op, payload = self.frame()
+        assert op == 1, (op, payload)
+        return ET.fromstring(payload)
+
+    def login(self, user, resource):
+        self.send(OPEN)
+        self.element(), self.element()                      # <open/>, features
+        token = base64.b64encode(f"\0{user}\0password".encode()).decode()
+        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        assert self.element().tag.endswith("}success")
+        self.send(OPEN)
+        self.element(), self.element()
+        self.send("<iq xmlns='jabber:client' type='set' id='b1'><bind "
+                  f"xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource>"
+                  "</bind></iq>")
+        assert self.element().get("type") == "result"
+
+
+def test_websocket_resource_leaves_routing_when_its_stream_closes(xmppd_server):
+    """After <close/> the server answers <close/> and a close frame, then waits for the
+    client's close frame (which never comes here). The resource is gone for routing at
+    once: the account's other resource sees it leave and gets a chat sent to it
+    (RFC 6121 §8.5.3.2.1), where it used to be dropped until the connection ended."""
+    from test_c2s_raw import C, Raw
+    port = http_port(xmppd_server)
+    ws = RawWS(port)
+    ws.login("wsclose", "web")
+    ws.send("<presence xmlns='jabber:client'/>")
+    other = Raw(xmppd_server.port)
+    other.login("wsclose", resource="desk")
+    other.send("<presence/>")
+    sender = Raw(xmppd_server.port)
+    sender.login("wssender")
+    while True:                     # our own presence, then the web resource's
+        el = other.next()
+        if el.tag == f"{C}presence" and el.get("from") == "wsclose@localhost/web":
+            break
+    ws.send(f"<close xmlns='{FRAMING}'/>")
+    while ws.element().tag != f"{{{FRAMING}}}close":   # presences of the other resource first
+        pass
+    assert ws.frame()[0] == 8                           # the close frame: left unanswered
+    sender.send("<message to='wsclose@localhost/web' type='chat' id='late'><body>x</body></message>")
+    el = other.next()
+    assert el.tag == f"{C}presence" and el.get("type") == "unavailable", ET.tostring(el)
+    assert el.get("from") == "wsclose@localhost/web"
+    el = other.next()
+    assert el.tag == f"{C}message" and el.get("id") == "late", ET.tostring(el)
+    for c in (other, sender):
+        c.close()
+    ws.sock.close()
