@@ -139,3 +139,19 @@ def test_stored_messages_survive_sigkill(xmppd_server_factory, tmp_path):
     got = messages(later)
     assert [m.get("id") for m in got] == ["k"]
     assert got[0].find(f"{C}body").text == "after the crash"
+
+
+def test_stored_messages_come_before_a_live_one_sent_meanwhile(xmppd_server):
+    """RFC 6120 §10.1: the stored messages are read off the reactor; a message routed to the
+    session while they are read (here in the same packet as the initial presence) must not
+    overtake them."""
+    make_account(xmppd_server, "mia")
+    romeo = login(xmppd_server, "romeo")
+    for i in range(30):
+        romeo.send(f"<message to='mia@localhost' type='chat' id='s{i}'><body>stored {i}</body></message>")
+    sync(romeo)
+    mia = login(xmppd_server, "mia")
+    mia.send("<presence/><message to='mia@localhost' type='chat' id='live'><body>now</body></message>")
+    got = messages(mia)
+    assert [m.get("id") for m in got] == [f"s{i}" for i in range(30)] + ["live"]
+    assert got[-1].find(DELAY) is None

@@ -16,6 +16,12 @@ Policy:
   (XEP-0334) are dropped silently, as RFC 6121 allows;
 * a database failure answers ``internal-server-error`` (or
   ``resource-constraint`` when the disk is full) and the server goes on.
+
+Order (RFC 6120 §10.1): the stored messages are read on the writer thread,
+and a live message routed to the session meanwhile would overtake them. So
+from the initial presence until the stored ones are written, what is sent to
+that session is held back (at most ``HOLD_MAX`` stanzas) and follows them.
+The hold is a ``stanza-sending`` hook registered only while a read is pending.
 """
 import time
 
@@ -33,6 +39,8 @@ _NO_STORE = frozenset(("no-store", "no-permanent-store"))
 _CONTENTLESS = frozenset((NS_CHATSTATES, NS_HINTS))
 
 log = Logger(namespace="xmppd.offline")
+
+HOLD_MAX = 1000      # stanzas held for one session while its stored messages are read
 
 
 def xep0082(ts):
@@ -72,6 +80,7 @@ class OfflineMessages:
         self.cfg = cfg
         self.offline = store.offline
         self.domain = cfg.domain
+        self.holding = {}            # session -> [stanza bytes] while its stored messages are read
 
     def store(self, el, j, t):
         """Keep a message for the account of JID ``j``; True if it was handled (stored, dropped or bounced)."""
@@ -108,10 +117,60 @@ class OfflineMessages:
         if session.priority < 0:
             return defer.succeed(0)
         username = session.bare.split("@", 1)[0]
+        self._hold(session)
         d = defer.maybeDeferred(self.offline.peek, username)
         d.addCallback(self._send, session, username)
         d.addErrback(self._deliver_failed, username)
+        d.addBoth(self._release, session)
         return d
+
+    # -- keeping the order: live stanzas wait for the stored ones ---------------------
+
+    def _hold(self, session):
+        if session in self.holding:
+            return
+        if not self.holding:
+            session.events.add("stanza-sending", self._holding, priority=300)  # before CSI, SM
+        self.holding[session] = []
+
+    def _holding(self, session, data):
+        held = self.holding.get(session)
+        if held is None:
+            return None
+        if len(held) >= HOLD_MAX:
+            # a flood: give up the order against the stored ones, keep it among the live ones
+            self.holding[session] = None
+            for old in held:
+                session.write_stanza(old)
+            return None
+        held.append(data)
+        return True
+
+    def _release(self, result, session):
+        held = self.holding.pop(session, None)
+        if not self.holding:
+            session.events.remove("stanza-sending", self._holding)
+        if held:
+            if session.ended:
+                self._reroute(session, held)
+            else:
+                for data in held:
+                    session.write_stanza(data)
+        return result
+
+    def _reroute(self, session, held):
+        """The session ended while its stored messages were read: what it was sent meanwhile
+        goes where a message to an unavailable resource goes (RFC 6121 §8.5.3.2)."""
+        from xmppd.jid import parse_or_none
+        bare = parse_or_none(session.bare)
+        for data in held:
+            try:
+                el = parse_stanza(data.decode("utf-8"))
+                t = el.getAttribute("type") or "normal"
+                if el.name == "message" and t in ("normal", "chat") and bare is not None:
+                    self.router._message_to_bare(el, bare, t)
+            except Exception:
+                log.failure("offline: re-routing a message held for {jid} failed", jid=session.full)
 
     def _deliver_failed(self, f, username):
         log.failure("offline: delivering messages of {user} failed", f, user=username)
@@ -120,6 +179,7 @@ class OfflineMessages:
     def _send(self, rows, session, username):
         if not rows or not getattr(session, "bound", True) or not session.available:
             return 0     # gone meanwhile: they stay stored for the next login
+        held, self.holding[session] = self.holding.get(session), None   # ours go out now
         last = None
         for msg_id, stamp, text in rows:
             try:
@@ -134,6 +194,7 @@ class OfflineMessages:
             delay["stamp"] = xep0082(stamp)
             session.deliver(el)
             last = msg_id
+        self.holding[session] = held
         d = defer.maybeDeferred(self.offline.remove, username, last)
         d.addErrback(lambda f: log.failure("offline: removing delivered messages of {user} failed "
                                            "(they will be delivered again)", f, user=username))
