@@ -449,3 +449,49 @@ def test_retention_expires_old_messages(xmppd_server_factory, tmp_path):
     while _archive_count(data, "bob@localhost") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _archive_count(data, "bob@localhost") == 0
+
+
+def test_archive_backpressure_slows_senders_and_drops_nothing(xmppd_server_factory, tmp_path):
+    """A small archive_max_pending (rows waiting for the writer): a sender that outruns the
+    writer is paused (reading from clients stops at half of it), never dropped: every message
+    of a burst is archived for both accounts, and the metrics say the input paused. (Before
+    back-pressure, most of this burst was dropped from the archive.)"""
+    import re
+    import socket as socketmod
+    from test_c2s_raw import Raw
+    conf = tmp_path / "c.toml"
+    conf.write_text("archive_max_pending = 4000\n")   # pause at 2 000 rows; a 64 KiB read adds < 1 500
+    server = xmppd_server_factory("--config", conf)
+    bob = Raw(server.port)
+    bob.login("bob")
+    bob.send("<presence/>")
+    alice = Raw(server.port)
+    alice.login("alice")
+    n = 20000
+    alice.send("".join(f"<message to='bob@localhost' type='chat' id='b{i}'><body>burst {i}</body>"
+                       "</message>" for i in range(n)))
+    got = 0
+    while got < n:
+        el = bob.next(timeout=30)
+        if el.tag.endswith("message"):
+            got += 1
+    for who, c in (("alice", alice), ("bob", bob)):
+        c.send("<iq type='set' id='cnt'><query xmlns='urn:xmpp:mam:2'>"
+               "<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query></iq>")
+        while True:
+            el = c.next(timeout=30)
+            if el.get("id") == "cnt":
+                break
+        count = el.find(".//{http://jabber.org/protocol/rsm}count")
+        assert count is not None and int(count.text) == n, (who, count)
+    from test_websocket import http_port
+    port = http_port(server)
+    s = socketmod.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    text = b""
+    while chunk := s.recv(65536):
+        text += chunk
+    s.close()
+    text = text.decode()
+    assert float(re.search(r"^xmppd_archive_dropped_total (\S+)$", text, re.M).group(1)) == 0
+    assert float(re.search(r"^xmppd_input_pauses_total (\S+)$", text, re.M).group(1)) >= 1

@@ -109,7 +109,7 @@ class Config:
     archive_expires_after: int = 7 * 24 * 3600  # seconds a message stays archived; 0 = forever
     archive_cleanup_interval: int = 3600  # seconds between retention runs
     archive_max_page: int = 50          # most results one query returns (RSM max is capped to it)
-    archive_max_pending: int = 20000    # messages waiting for the disk before new ones are dropped
+    archive_max_pending: int = 20000    # messages waiting for the disk: clients paused at 1/2 (see conf)
     muc_log_by_default: bool = False    # new rooms archive their messages (muc#roomconfig_enablelogging)
 
     def __post_init__(self):

@@ -133,6 +133,17 @@ class ServerCollector:
         yield GaugeMetricFamily("xmppd_storage_writer_queue",
                                 "Storage writes queued or running on the writer thread",
                                 value=srv.writer_queue())
+        archive = getattr(srv.store, "archive", None)
+        if archive is not None:
+            yield GaugeMetricFamily("xmppd_archive_pending",
+                                    "Archived messages waiting for the storage writer",
+                                    value=len(archive._pending))
+            yield CounterMetricFamily("xmppd_archive_dropped",
+                                      "Messages not archived because the writer was stuck",
+                                      value=archive.dropped)
+        yield CounterMetricFamily("xmppd_input_pauses",
+                                  "Times reading from clients paused for back-pressure",
+                                  value=srv.input_pauses())
         yield GaugeMetricFamily("xmppd_uptime_seconds", "Seconds since the server started",
                                 value=time.time() - s.started)
 
@@ -144,6 +155,7 @@ class Server:
         self.router = router
         self.store = store
         self.sessions = sessions    # xmppd.session.SessionManager: every transport's sessions
+        self.pause = None           # transports.limits.InputPause
 
     def connection_states(self):
         states = {"unauthenticated": 0, "bound": 0}
@@ -157,6 +169,9 @@ class Server:
             return self.store.db.query("SELECT COUNT(*) FROM offline_messages")[0][0]
         except Exception:
             return float("nan")
+
+    def input_pauses(self):
+        return self.pause.count if self.pause is not None else 0
 
     def writer_queue(self):
         writer = getattr(self.store, "writer", None)

@@ -48,14 +48,19 @@ def build(cfg, load=None):
     manager.setServiceParent(root)
     c2s_service = tcp.TCPListener(manager, client_limits, tls_factory, direct_tls_factory)
     c2s_service.setServiceParent(root)
+    client_limits.pause.groups.append(c2s_service.streams)
+    if getattr(store, "archive", None) is not None:    # back-pressure, not dropped messages
+        store.archive.pressure = lambda on: client_limits.pause.hold("archive behind", on)
     if cfg.http_port >= 0:
         from xmppd.http import HTTPService
         root.http = HTTPService(manager, client_limits, tls_factory)
         root.http.mount_upload(router, cfg.data_dir)
         root.http.setServiceParent(root)
+        client_limits.pause.groups.append(root.http.streams)
     root.router = router
     root.sessions = manager
     root.view = metrics.Server(router, store, manager)
+    root.view.pause = client_limits.pause
     metrics_service = metrics.MetricsService(cfg, root.view)
     metrics_service.setServiceParent(root)
     if cfg.http_port >= 0:

@@ -189,12 +189,18 @@ class AsyncArchiveStore:
     :meth:`append` never touches the disk on the caller's thread: rows wait
     in memory until the writer is free, then go in one transaction (at most
     :data:`BATCH_MAX` rows; under load batches grow by themselves, since
-    rows pile up while a commit runs). At most ``cfg.archive_max_pending``
-    rows wait; beyond that new rows are dropped (and counted, and logged),
-    so a stuck disk cannot grow the server's memory without bound. A
-    query first hands the waiting rows to the writer, so it sees every
-    message archived before it (one thread, call order).
+    rows pile up while a commit runs). Once half of ``cfg.archive_max_pending``
+    rows wait, ``pressure(True)`` asks the server to stop reading from
+    clients (back-pressure: senders slow down, nothing is lost) until a
+    quarter is left (``pressure(False)``). Only a writer stuck for
+    ``STUCK_SECONDS`` (a dead disk) lifts the pause while still behind;
+    then, at ``archive_max_pending`` rows, new rows are dropped (counted,
+    logged), so memory stays bounded. A query first hands the waiting rows
+    to the writer, so it sees every message archived before it (one
+    thread, call order).
     """
+
+    STUCK_SECONDS = 10
 
     def __init__(self, db, cfg, writer):
         self.sync_store = ArchiveStore(db, cfg)
@@ -206,6 +212,9 @@ class AsyncArchiveStore:
         self._scheduled = None
         self.dropped = 0
         self.written = 0
+        self.pressure = None         # fn(bool): the server's input pause (limits.InputPause)
+        self._pressing = False
+        self._stuck = None           # the timer that gives up waiting for a stuck writer
 
     def _run(self, method, *args):
         return self.writer.run(lambda db: getattr(ArchiveStore(db, self.cfg), method)(*args))
@@ -223,7 +232,28 @@ class AsyncArchiveStore:
         self._pending.append((owner, sid, stamp, with_bare, with_full, stanza))
         if not self._inflight and self._scheduled is None:
             self._scheduled = reactor.callLater(0, self._flush)
+        if (not self._pressing and self.pressure is not None
+                and len(self._pending) * 2 >= self.max_pending):
+            self._pressing = True
+            self.pressure(True)
+            self._stuck = reactor.callLater(self.STUCK_SECONDS, self._give_up)
         return True
+
+    def _relieved(self):
+        if self._pressing and len(self._pending) * 4 <= self.max_pending:
+            self._pressing = False
+            if self._stuck is not None and self._stuck.active():
+                self._stuck.cancel()
+                self.pressure(False)
+            self._stuck = None
+
+    def _give_up(self):
+        """The writer made no room for STUCK_SECONDS: serve clients again (rows may drop)."""
+        self._stuck = None
+        log.error("archive: the writer is stuck ({n} rows waiting for {s} s); reading from "
+                  "clients again, new messages will not be archived once {max} rows wait",
+                  n=len(self._pending), s=self.STUCK_SECONDS, max=self.max_pending)
+        self.pressure(False)
 
     def _flush(self):
         self._scheduled = None
@@ -246,6 +276,8 @@ class AsyncArchiveStore:
         self._inflight -= 1
         if self._pending and not self._inflight:
             self._flush()
+        if self._pressing:
+            self._relieved()
 
     def sync(self):
         """Hand every waiting row to the writer now (before a query, at shutdown)."""

@@ -59,6 +59,8 @@ class ConnectionTransport(Transport):
             if self.cfg.read_rate_limit:
                 self._rate = limits.ReadRate(self, self.cfg.read_rate_limit)
         self.listener.streams.add(self)
+        if shared.pause.paused:
+            self.pause_reading()
         self._last = reactor.seconds()
         if self.cfg.preauth_timeout > 0:
             self._timer = reactor.callLater(self.cfg.preauth_timeout, self._timeout, "pre-auth")
@@ -67,6 +69,18 @@ class ConnectionTransport(Transport):
         log.info("{kind} {cid}: connection opened from {peer}", kind=self.kind, cid=self.cid,
                  peer=self.peer)
         return True
+
+    def pause_reading(self):
+        """Server-wide back-pressure (limits.InputPause) starts."""
+        t = self.transport
+        if t is not None and not self.closing:
+            t.pauseProducing()
+
+    def resume_reading(self):
+        t = self.transport
+        if t is None or self.closing or (self._rate is not None and self._rate.held):
+            return                  # ReadRate resumes it once its held data is parsed
+        t.resumeProducing()
 
     def _lost(self):
         """The connection is gone: release everything, tell the session why."""

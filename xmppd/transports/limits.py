@@ -20,6 +20,9 @@ The transport calls in at a few points (connect, data received, a timer):
   to it anyway). No cost on the delivery path.
 * :class:`Exempt` -- the ``cfg.limits_exempt`` networks the per-IP limits
   skip (loopback by default).
+* :class:`InputPause` -- server-wide back-pressure: while a store that must
+  not lose data is behind (the message archive), no client connection is
+  read, so senders slow down instead of their messages being dropped.
 
 Failed-login throttling is :mod:`xmppd.auth.throttle`; the parser guards
 (size, depth, restricted XML) are :mod:`xmppd.wire.parser`.
@@ -40,6 +43,44 @@ class ClientLimits:
     def __init__(self, cfg):
         self.exempt = Exempt(cfg.limits_exempt)
         self.conn_limit = ConnectionsPerIP(cfg.max_connections_per_ip)
+        self.pause = InputPause()
+
+
+class InputPause:
+    """Stop reading from every client connection while any ``reason`` holds.
+
+    ``groups`` are the listeners' sets of live connection transports (TCP,
+    WebSocket); a connection opened during a pause starts paused. A
+    connection its own ReadRate holds paused stays so until that drains.
+    """
+
+    def __init__(self):
+        self.reasons = set()
+        self.groups = []
+        self.count = 0               # pauses so far (xmppd_input_pauses_total)
+
+    @property
+    def paused(self):
+        return bool(self.reasons)
+
+    def hold(self, reason, on):
+        was = bool(self.reasons)
+        if on:
+            self.reasons.add(reason)
+        else:
+            self.reasons.discard(reason)
+        if bool(self.reasons) == was:
+            return
+        if not was:
+            self.count += 1
+            if self.count & (self.count - 1) == 0:          # 1, 2, 4 ...: no log flood
+                log.info("input paused ({why}; {n} time(s) so far)", why=reason, n=self.count)
+        for group in self.groups:
+            for xs in list(group):
+                if was:
+                    xs.resume_reading()
+                else:
+                    xs.pause_reading()
 
 
 class Exempt:
@@ -183,7 +224,7 @@ class ReadRate:
             return
         if self.held:
             self._schedule()
-        else:
+        elif not xs.listener.limits.pause.paused:
             xs.transport.resumeProducing()
 
     def stop(self):
