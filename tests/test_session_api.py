@@ -186,3 +186,27 @@ def test_transport_lost_tells_a_closed_stream_from_a_dropped_connection(world):
     c, _ = bound(listener, "carol", "r")
     c.connectionLost(None)                              # the connection drops
     assert reasons == ["closed", "closed", "lost"]
+
+
+def test_a_bound_method_handler_can_be_removed(world):
+    """Features hook and unhook methods on demand (offline's hold, push, blocking); each
+    ``self.method`` access is a new object, so removal must compare by equality, or every
+    hook-unhook cycle would leave one more handler on the per-stanza path."""
+    manager, _, router = world
+
+    class Feature:
+        def sending(self, session, data):
+            return None
+
+        def on_message(self, event):
+            return None
+    f = Feature()
+    before = len(manager.events.stanza_sending)
+    for _ in range(3):
+        manager.events.add("stanza-sending", f.sending, priority=300)
+        assert len(manager.events.stanza_sending) == before + 1
+        manager.events.remove("stanza-sending", f.sending)
+        assert len(manager.events.stanza_sending) == before
+        router.hooks.add("client/message", f.on_message)
+        router.hooks.remove("client/message", f.on_message)
+    assert f.on_message not in [h[2] for h in router.hooks._handlers.get("client/message", ())]

@@ -34,7 +34,9 @@ class Hooks:
         lst.sort(key=lambda t: (t[0], t[1]))
 
     def remove(self, name, fn):
-        lst = [h for h in self._handlers.get(name, ()) if h[2] is not fn]
+        # ``!=``, not ``is not``: ``self.method`` is a new bound-method object on every
+        # access, and equal ones must match or the handler would never go.
+        lst = [h for h in self._handlers.get(name, ()) if h[2] != fn]
         if lst:
             self._handlers[name] = lst
         else:
