@@ -241,7 +241,10 @@ setTimeout(() => { console.error("TIMEOUT"); process.exit(4); }, 40000);
         m = await asyncio.wait_for(inbox.get(), 20)
         assert m["body"] == "pong from xmpp.js"
         out, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0, (out, err)
+        # the server's side of carol's session, to diagnose a rare SM count mismatch at close
+        carol = [line for line in xmppd_server.log().splitlines()
+                 if "carol" in line or " sm:" in line][-40:]
+        assert proc.returncode == 0, (out, err, carol)
         assert b"ONLINE carol@localhost/js" in out
         dave.disconnect()
     asyncio.run(main())
