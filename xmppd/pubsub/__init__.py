@@ -26,6 +26,8 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 from wokkel import data_form
 
+from xmppd.wire.serialize import parse_stored
+
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
 NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
@@ -203,15 +205,7 @@ def serialise(payload):
 
 def parse_elements(text):
     """Re-read stored serialised elements (one or more, concatenated)."""
-    out = []
-    stream = domish.ExpatElementStream()
-    stream.DocumentStartEvent = lambda root: None
-    stream.ElementEvent = out.append
-    stream.DocumentEndEvent = lambda: None
-    stream.parse(b"<stored>")
-    stream.parse(text.encode("utf-8"))
-    stream.parse(b"</stored>")
-    return out
+    return parse_stored(text)
 
 
 def parse_payload(text):

@@ -46,7 +46,7 @@ import datetime
 import os
 import time
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -55,7 +55,7 @@ from wokkel import data_form
 from xmppd import jid as jidlib
 from xmppd.storage.archive import ArchiveNotFound, expire
 from xmppd.storage.db import error_condition
-from xmppd.wire.serialize import escape_attr, to_text
+from xmppd.wire.serialize import escape_attr, to_text, xep0082
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_MAM_EXT = "urn:xmpp:mam:2#extended"
@@ -185,9 +185,6 @@ def archivable(stanza):
 
 # -- time -----------------------------------------------------------------------------
 
-def xep0082(ts):
-    """A UTC timestamp as XEP-0082 DateTime with milliseconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def parse_time(text, var):

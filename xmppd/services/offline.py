@@ -23,13 +23,11 @@ from the initial presence until the stored ones are written, what is sent to
 that session is held back (at most ``HOLD_MAX`` stanzas) and follows them.
 The hold is a ``stanza-sending`` hook registered only while a read is pending.
 """
-import time
-
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.words.xish import domish
 
 from xmppd.storage.db import error_condition
+from xmppd.wire.serialize import parse_stanza, xep0082
 
 NS_CLIENT = "jabber:client"
 NS_DELAY = "urn:xmpp:delay"
@@ -41,26 +39,6 @@ _CONTENTLESS = frozenset((NS_CHATSTATES, NS_HINTS))
 log = Logger(namespace="xmppd.offline")
 
 HOLD_MAX = 1000      # stanzas held for one session while its stored messages are read
-
-
-def xep0082(ts):
-    """A UTC timestamp as XEP-0082 DateTime with milliseconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-def parse_stanza(text):
-    """Re-read one stored stanza (written by ``toXml(defaultUri='jabber:client')``)."""
-    out = []
-    stream = domish.ExpatElementStream()
-    stream.DocumentStartEvent = lambda root: None
-    stream.ElementEvent = out.append
-    stream.DocumentEndEvent = lambda: None
-    stream.parse(f"<stored xmlns='{NS_CLIENT}'>".encode("utf-8"))
-    stream.parse(text.encode("utf-8"))
-    stream.parse(b"</stored>")
-    if len(out) != 1:
-        raise ValueError("stored offline message is not one element")
-    return out[0]
 
 
 def worth_storing(el):

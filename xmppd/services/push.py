@@ -424,7 +424,7 @@ class Push:
                 return None
             unacked = [d for d in queue if important_bytes(d)]
             if unacked:
-                from xmppd.services.offline import parse_stanza
+                from xmppd.wire.serialize import parse_stanza
                 self._count(session.username, parse_stanza(unacked[-1].decode("utf-8")),
                             len(unacked))
                 self._notify_owned(session, hibernated=False)

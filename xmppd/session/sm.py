@@ -33,7 +33,6 @@ import secrets
 
 from twisted.internet import reactor
 from twisted.logger import Logger
-from twisted.words.xish import domish
 
 from xmppd.jid import parse_or_none
 
@@ -316,7 +315,7 @@ class StreamManagement:
 
     def handle_unacked(self, session, queue):
         """Prosody's rules for what a session leaves unacked (see the module docstring)."""
-        from xmppd.services.offline import parse_stanza
+        from xmppd.wire.serialize import parse_stanza
         router = self.router
         own = session.full
         bare = parse_or_none(session.bare)

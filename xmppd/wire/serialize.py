@@ -12,6 +12,9 @@ before and after the value of ``to``, and each recipient gets
 ``head + escaped(its full JID) + tail`` (the MUC fan-out and multi-resource
 delivery use it through ``Session.write_patched``).
 """
+import time
+
+from twisted.words.xish import domish
 from twisted.words.xish.domish import Element, SerializedXML
 
 from xmppd.wire import NS_CLIENT, XML_NS
@@ -129,3 +132,30 @@ def standalone(data):
     if name.startswith(b"stream:"):
         return data[:end] + _XMLNS_STREAM + data[end:]
     return data
+
+
+def parse_stored(text, default_ns=None):
+    """Re-read serialised elements kept in storage or a queue (one or more, concatenated);
+    ``default_ns`` is the namespace they were written relative to (``jabber:client`` for stanzas)."""
+    out = []
+    stream = domish.ExpatElementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = out.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(f"<stored xmlns='{default_ns}'>".encode("utf-8") if default_ns else b"<stored>")
+    stream.parse(text.encode("utf-8"))
+    stream.parse(b"</stored>")
+    return out
+
+
+def parse_stanza(text):
+    """One stanza written by ``to_bytes`` / ``toXml(defaultUri='jabber:client')``, read back."""
+    out = parse_stored(text, NS_CLIENT)
+    if len(out) != 1:
+        raise ValueError("stored stanza is not one element")
+    return out[0]
+
+
+def xep0082(ts):
+    """A UTC timestamp as XEP-0082 DateTime with milliseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
